@@ -1,0 +1,103 @@
+// Package codec is the SocketCluster wire format (what sc-formatter does in
+// JavaScript), with no I/O: deciding whether a WebSocket message is a frame,
+// a batch of frames or a raw message; reading the fields of a frame; and
+// appending encoded frames, responses and dehydrated errors to a buffer.
+//
+// Payloads stay json.RawMessage throughout: the server passes client data
+// through byte for byte and never re-encodes it.
+package codec
+
+import (
+	"encoding/json"
+)
+
+// Frame is one SocketCluster packet. Which fields are set tells its kind:
+//   - HasEvent and CID != nil: an invoke (RPC) expecting a response with rid = cid;
+//   - HasEvent and CID == nil: a transmit;
+//   - RID != nil: a response to an earlier invoke;
+//   - none of these: not a packet, the message is raw.
+type Frame struct {
+	// Event is the event name; valid when HasEvent.
+	Event    string
+	HasEvent bool
+	// CID is the raw JSON number of "cid", nil unless "cid" is a number.
+	CID json.RawMessage
+	// RID is the raw JSON number of "rid", nil unless "rid" is a number.
+	RID json.RawMessage
+	// Data is the raw "data" value, nil when the member is absent.
+	Data json.RawMessage
+	// Error is the raw "error" value of a response, nil when absent.
+	Error json.RawMessage
+}
+
+// IsInvoke reports whether f expects a response.
+func (f *Frame) IsInvoke() bool { return f.HasEvent && f.CID != nil }
+
+// IsResponse reports whether f answers an earlier invoke.
+func (f *Frame) IsResponse() bool { return !f.HasEvent && f.RID != nil }
+
+// Decode parses one WebSocket message. A JSON object is one frame; a JSON
+// array is a batch whose elements are decoded in order (an element that is
+// not an object yields a zero Frame). Anything else, including text that
+// starts like JSON but does not parse, is raw: Decode returns raw == true and
+// the caller hands the message to its raw-message hook. Decoded frames are
+// appended to dst, so a caller can reuse one slice per connection; the
+// frames alias msg.
+func Decode(msg []byte, dst []Frame) (frames []Frame, batch, raw bool) {
+	i := skipSpace(msg, 0)
+	if i == len(msg) || (msg[i] != '{' && msg[i] != '[') {
+		return dst, false, true
+	}
+	if !json.Valid(msg) {
+		return dst, false, true
+	}
+	v := trimSpace(msg)
+	if v[0] == '{' {
+		return append(dst, decodeObject(v)), false, false
+	}
+	// A batch: walk the array's elements.
+	j := skipSpace(v, 1)
+	for j < len(v) && v[j] != ']' {
+		end := skipValue(v, j)
+		el := v[j:end]
+		if el[0] == '{' {
+			dst = append(dst, decodeObject(el))
+		} else {
+			dst = append(dst, Frame{})
+		}
+		j = skipSpace(v, end)
+		if j < len(v) && v[j] == ',' {
+			j = skipSpace(v, j+1)
+		}
+	}
+	return dst, true, false
+}
+
+func decodeObject(v []byte) Frame {
+	var f Frame
+	eachField(v, func(key, val []byte) bool {
+		switch {
+		case keyIs(key, "event"):
+			f.Event, f.HasEvent = "", false
+			if val[0] == '"' {
+				f.Event, f.HasEvent = unquote(val)
+			}
+		case keyIs(key, "cid"):
+			f.CID = nil
+			if IsNumber(val) {
+				f.CID = val
+			}
+		case keyIs(key, "rid"):
+			f.RID = nil
+			if IsNumber(val) {
+				f.RID = val
+			}
+		case keyIs(key, "data"):
+			f.Data = val
+		case keyIs(key, "error"):
+			f.Error = val
+		}
+		return true
+	})
+	return f
+}

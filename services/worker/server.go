@@ -1,0 +1,506 @@
+// Package worker is the SocketCluster server: the service WebSocket clients
+// connect to. It speaks the SocketCluster protocol (versions 1 and 2) so the
+// official JavaScript clients work unchanged, authenticates sockets with
+// JWTs, runs middleware, serves RPC procedures and transmit receivers, and
+// fans channel messages out to local subscribers, routing publishes through
+// a Broker (in-process, or the cluster's brokers over gRPC).
+//
+// It is also a library: a program creates a Server, registers procedures,
+// receivers and middleware, and serves it as an http.Handler, as
+// SocketCluster users wrote worker.js.
+//
+// Concurrency: each connection has one reader goroutine (the HTTP handler's
+// own), which processes the socket's inbound messages in order, and at most
+// one writer goroutine, started when frames are queued and gone when the
+// queue is empty. One sweeper goroutine per server sends pings and enforces
+// the ping and handshake timeouts.
+//
+// Lock order: hub shard lock, then broker locks; Socket.mu, then the
+// socket's outbound queue lock. No lock is held during network I/O or while
+// calling user code.
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/scc-k8s/scc/pkg/auth"
+	"github.com/scc-k8s/scc/pkg/codec"
+)
+
+// Close codes of the SocketCluster protocol and of this server.
+const (
+	CloseNormal            = 1000
+	CloseGoingAway         = 1001
+	CloseAbnormal          = 1006
+	CloseMessageTooBig     = 1009
+	ClosePingTimeout       = 4000 // sent by clients; see CloseDraining
+	ClosePongTimeout       = 4001
+	CloseAuthSignFailed    = 4002
+	CloseHandshakeTimeout  = 4005
+	CloseHandshakeRejected = 4008
+	CloseBeforeHandshake   = 4009
+	// CloseDraining closes sockets when the server shuts down. It reuses
+	// 4000 because SocketCluster clients reconnect at once after it (after
+	// any other code below 4500 they back off for 10-20 s), which is what a
+	// draining worker wants: its clients back on another worker now.
+	CloseDraining = 4000
+	// CloseSlowConsumer closes a socket whose outbound queue passed
+	// Config.MaxPendingBytes. Clients reconnect with backoff.
+	CloseSlowConsumer = 4100
+)
+
+// ProcedureFunc serves an RPC. It runs on the socket's reader goroutine, in
+// order with the socket's other messages. Its result is sent as the
+// response's data (nil leaves data out; a json.RawMessage is sent as is);
+// its error as the response's error.
+type ProcedureFunc func(req *Request) (any, error)
+
+// ReceiverFunc handles a transmit. It runs on the socket's reader goroutine.
+type ReceiverFunc func(s *Socket, data json.RawMessage)
+
+// Request is one RPC from a client.
+type Request struct {
+	Socket    *Socket
+	Procedure string
+	Data      json.RawMessage
+}
+
+// Context is done when the socket closes.
+func (r *Request) Context() context.Context { return r.Socket.ctx }
+
+// Decode unmarshals the request's data into v.
+func (r *Request) Decode(v any) error {
+	if r.Data == nil {
+		return codec.NewError(codec.InvalidArgumentsError, "missing data")
+	}
+	return json.Unmarshal(r.Data, v)
+}
+
+// handlers is the copy-on-write set of everything users register.
+type handlers struct {
+	procedures   map[string]ProcedureFunc
+	receivers    map[string]ReceiverFunc
+	handshake    []HandshakeMiddleware
+	inboundRaw   []InboundRawMiddleware
+	inbound      []InboundMiddleware
+	outbound     []OutboundMiddleware
+	onConnect    []func(*Socket)
+	onDisconnect []func(s *Socket, code int, reason string)
+	onRaw        []func(s *Socket, message []byte)
+}
+
+// Server is a SocketCluster server. Create it with NewServer, register
+// handlers and middleware, then serve it (it is an http.Handler for
+// Config.Path).
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	auth     *auth.Engine
+	broker   Broker
+	hub      *hub
+	metrics  *metrics
+	registry *prometheus.Registry
+	upgrader websocket.Upgrader
+	origins  []string
+	allowAll bool
+	exchange *Exchange
+
+	regMu sync.Mutex
+	h     atomic.Pointer[handlers]
+
+	socketsMu sync.Mutex
+	sockets   map[*Socket]struct{}
+	nSockets  atomic.Int64
+	readers   sync.WaitGroup
+
+	draining atomic.Bool
+	stop     chan struct{}
+	stopOnce sync.Once
+	sweeper  sync.WaitGroup
+}
+
+// NewServer validates cfg, connects to the broker and starts the server's
+// sweeper. Close or Shutdown releases it.
+func NewServer(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if len(cfg.Auth.Key) == 0 && len(cfg.Auth.PublicKeyPEM) == 0 {
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		cfg.Auth.Key = key
+	}
+	eng, err := auth.New(cfg.Auth)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	s := &Server{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		auth:    eng,
+		sockets: make(map[*Socket]struct{}),
+		stop:    make(chan struct{}),
+	}
+	reg := cfg.Registerer
+	if reg == nil {
+		s.registry = prometheus.NewRegistry()
+		reg = s.registry
+	}
+	s.metrics = newMetrics(reg)
+	s.hub = newHub(s.metrics)
+	s.h.Store(&handlers{procedures: map[string]ProcedureFunc{}, receivers: map[string]ReceiverFunc{}})
+	for _, o := range strings.FieldsFunc(cfg.Origins, func(r rune) bool { return r == ',' || r == ' ' }) {
+		if o == "*:*" {
+			s.allowAll = true
+		}
+		s.origins = append(s.origins, o)
+	}
+	s.upgrader = websocket.Upgrader{
+		ReadBufferSize:  1024,
+		WriteBufferSize: 16 << 10,
+		WriteBufferPool: &sync.Pool{},
+		CheckOrigin:     func(*http.Request) bool { return true }, // checked in ServeHTTP
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			http.Error(w, reason.Error(), status)
+		},
+	}
+	factory := cfg.Broker
+	if factory == nil {
+		factory = NewLocalBroker().Attach
+	}
+	b, err := factory(s.deliver)
+	if err != nil {
+		return nil, fmt.Errorf("worker: connect broker: %w", err)
+	}
+	s.broker = b
+	s.hub.broker = b
+	s.exchange = &Exchange{srv: s}
+	s.sweeper.Add(1)
+	go s.sweep()
+	return s, nil
+}
+
+// Config returns the configuration in effect, defaults applied.
+func (s *Server) Config() Config { return s.cfg }
+
+// Auth returns the server's JWT engine (to sign tokens outside a socket,
+// for example in an HTTP login endpoint).
+func (s *Server) Auth() *auth.Engine { return s.auth }
+
+// Exchange is the server-side publish/subscribe handle.
+func (s *Server) Exchange() *Exchange { return s.exchange }
+
+// Clients returns the number of open sockets (handshake done or not).
+func (s *Server) Clients() int { return int(s.nSockets.Load()) }
+
+// ChannelCount returns the number of channels with local subscribers.
+func (s *Server) ChannelCount() int { return s.hub.channelCount() }
+
+// MetricsHandler serves the server's own Prometheus registry (nil when
+// Config.Registerer was set).
+func (s *Server) MetricsHandler() http.Handler {
+	if s.registry == nil {
+		return nil
+	}
+	return promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{})
+}
+
+// Ready reports whether the server accepts connections.
+func (s *Server) Ready() bool { return !s.draining.Load() }
+
+func (s *Server) update(fn func(h *handlers)) {
+	s.regMu.Lock()
+	defer s.regMu.Unlock()
+	old := s.h.Load()
+	n := *old
+	n.procedures = make(map[string]ProcedureFunc, len(old.procedures)+1)
+	for k, v := range old.procedures {
+		n.procedures[k] = v
+	}
+	n.receivers = make(map[string]ReceiverFunc, len(old.receivers)+1)
+	for k, v := range old.receivers {
+		n.receivers[k] = v
+	}
+	// Slices are appended with a full slice expression below, so the old
+	// snapshot is never written to.
+	fn(&n)
+	s.h.Store(&n)
+}
+
+// HandleProcedure serves invokes of the named procedure. An invoke nobody
+// handles gets no response (the client times out), as in SocketCluster.
+func (s *Server) HandleProcedure(name string, fn ProcedureFunc) {
+	s.update(func(h *handlers) { h.procedures[name] = fn })
+}
+
+// HandleReceiver handles transmits of the named event.
+func (s *Server) HandleReceiver(name string, fn ReceiverFunc) {
+	s.update(func(h *handlers) { h.receivers[name] = fn })
+}
+
+// UseHandshake adds handshake middleware (HTTP upgrade and #handshake).
+func (s *Server) UseHandshake(fn HandshakeMiddleware) {
+	s.update(func(h *handlers) { h.handshake = append(h.handshake[:len(h.handshake):len(h.handshake)], fn) })
+}
+
+// UseInboundRaw adds middleware that sees every inbound message before it
+// is decoded; it may replace the message or block it (the message is then
+// dropped).
+func (s *Server) UseInboundRaw(fn InboundRawMiddleware) {
+	s.update(func(h *handlers) { h.inboundRaw = append(h.inboundRaw[:len(h.inboundRaw):len(h.inboundRaw)], fn) })
+}
+
+// UseInbound adds middleware for transmits, invokes, subscribes, client
+// publishes and authentication. Middleware runs in the order added.
+func (s *Server) UseInbound(fn InboundMiddleware) {
+	s.update(func(h *handlers) { h.inbound = append(h.inbound[:len(h.inbound):len(h.inbound)], fn) })
+}
+
+// UseOutbound adds middleware that sees each channel message before it is
+// delivered to one socket; blocking it skips that socket.
+func (s *Server) UseOutbound(fn OutboundMiddleware) {
+	s.update(func(h *handlers) { h.outbound = append(h.outbound[:len(h.outbound):len(h.outbound)], fn) })
+}
+
+// OnConnect registers fn to run when a socket completes its handshake,
+// before its next message is processed.
+func (s *Server) OnConnect(fn func(*Socket)) {
+	s.update(func(h *handlers) { h.onConnect = append(h.onConnect[:len(h.onConnect):len(h.onConnect)], fn) })
+}
+
+// OnDisconnect registers fn to run when a socket that completed its
+// handshake closes.
+func (s *Server) OnDisconnect(fn func(s *Socket, code int, reason string)) {
+	s.update(func(h *handlers) {
+		h.onDisconnect = append(h.onDisconnect[:len(h.onDisconnect):len(h.onDisconnect)], fn)
+	})
+}
+
+// OnRaw registers fn for messages that are not SocketCluster frames.
+func (s *Server) OnRaw(fn func(s *Socket, message []byte)) {
+	s.update(func(h *handlers) { h.onRaw = append(h.onRaw[:len(h.onRaw):len(h.onRaw)], fn) })
+}
+
+// ServeHTTP accepts WebSocket connections on Config.Path.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path != s.cfg.Path {
+		s.metrics.handshakeReject.Inc()
+		http.Error(w, "Bad Request", http.StatusBadRequest)
+		return
+	}
+	if s.draining.Load() {
+		s.metrics.handshakeReject.Inc()
+		http.Error(w, "server is draining", http.StatusServiceUnavailable)
+		return
+	}
+	if !s.originAllowed(r.Header.Get("Origin")) {
+		s.metrics.handshakeReject.Inc()
+		http.Error(w, "Failed to authorize socket handshake - Invalid origin: "+r.Header.Get("Origin"), http.StatusForbidden)
+		return
+	}
+	h := s.h.Load()
+	if len(h.handshake) > 0 {
+		hs := &Handshake{Kind: HandshakeWS, Request: r}
+		for _, mw := range h.handshake {
+			if err := mw(hs); err != nil {
+				s.metrics.handshakeReject.Inc()
+				msg := err.Error()
+				var ce *codec.Error
+				if errors.As(err, &ce) {
+					msg = ce.Message
+				}
+				http.Error(w, msg, http.StatusUnauthorized)
+				return
+			}
+		}
+	}
+	conn, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		s.metrics.handshakeReject.Inc()
+		return // the upgrader has answered
+	}
+	sock := s.newSocket(conn, r)
+	s.readers.Add(1)
+	defer s.readers.Done()
+	sock.readLoop() // this goroutine is the socket's reader
+}
+
+// originAllowed applies the origins option as socketcluster-server does.
+func (s *Server) originAllowed(origin string) bool {
+	if s.allowAll {
+		return true
+	}
+	host, port := "null", "80"
+	if origin != "" && origin != "null" {
+		u, err := url.Parse(origin)
+		if err != nil {
+			return false
+		}
+		host = u.Hostname()
+		port = u.Port()
+		if port == "" {
+			port = "80"
+			if u.Scheme == "https" || u.Scheme == "wss" {
+				port = "443"
+			}
+		}
+	}
+	for _, o := range s.origins {
+		if o == host+":"+port || o == host+":*" || o == "*:"+port {
+			return true
+		}
+	}
+	return false
+}
+
+func newSocketID() string {
+	var b [15]byte
+	_, _ = rand.Read(b[:])
+	return base64.URLEncoding.EncodeToString(b[:])
+}
+
+func (s *Server) addSocket(sock *Socket) {
+	s.socketsMu.Lock()
+	s.sockets[sock] = struct{}{}
+	s.socketsMu.Unlock()
+	s.nSockets.Add(1)
+	s.metrics.connections.Inc()
+	s.metrics.connectsTotal.Inc()
+}
+
+func (s *Server) removeSocket(sock *Socket) {
+	s.socketsMu.Lock()
+	_, ok := s.sockets[sock]
+	delete(s.sockets, sock)
+	s.socketsMu.Unlock()
+	if ok {
+		s.nSockets.Add(-1)
+		s.metrics.connections.Dec()
+	}
+}
+
+func (s *Server) snapshotSockets(dst []*Socket) []*Socket {
+	s.socketsMu.Lock()
+	for sock := range s.sockets {
+		dst = append(dst, sock)
+	}
+	s.socketsMu.Unlock()
+	return dst
+}
+
+// sweep pings sockets and enforces the ping and handshake timeouts. One
+// goroutine serves every socket, so an idle connection costs no timer.
+func (s *Server) sweep() {
+	defer s.sweeper.Done()
+	tick := min(s.cfg.PingInterval, s.cfg.PingTimeout, s.cfg.HandshakeTimeout) / 4
+	tick = max(min(tick, time.Second), 5*time.Millisecond)
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	var buf []*Socket
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		buf = s.snapshotSockets(buf[:0])
+		for _, sock := range buf {
+			sock.tick(now)
+		}
+		clear(buf)
+	}
+}
+
+// deliver is the broker's DeliverFunc.
+func (s *Server) deliver(channel string, data json.RawMessage) {
+	s.hub.deliver(s, channel, data)
+}
+
+// publish sends a message to a channel through the broker.
+func (s *Server) publish(channel string, data json.RawMessage, done func(error)) {
+	s.metrics.publishesIn.Inc()
+	s.broker.Publish(channel, data, done)
+}
+
+// Shutdown stops accepting connections and closes every socket with
+// CloseDraining so clients reconnect elsewhere at once, then waits (until
+// ctx is done) for their readers to finish, and releases the server.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	for _, sock := range s.snapshotSockets(nil) {
+		sock.Disconnect(CloseDraining, "server draining")
+	}
+	done := make(chan struct{})
+	go func() { s.readers.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+		for _, sock := range s.snapshotSockets(nil) {
+			sock.conn.Close()
+		}
+	}
+	s.Close()
+	return err
+}
+
+// Close closes every socket at once (no close handshake) and releases the
+// broker connection and the sweeper.
+func (s *Server) Close() error {
+	s.draining.Store(true)
+	s.stopOnce.Do(func() {
+		close(s.stop)
+		for _, sock := range s.snapshotSockets(nil) {
+			sock.conn.Close()
+		}
+		s.sweeper.Wait()
+		_ = s.broker.Close()
+	})
+	return nil
+}
+
+// HealthHandler serves /healthz (alive) and /readyz (accepting).
+func (s *Server) HealthHandler(ready func() bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !s.Ready() || (ready != nil && !ready()) {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	return mux
+}
+
+func remoteAddr(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }

@@ -1,0 +1,87 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// ServiceConfig runs a Server as a network service.
+type ServiceConfig struct {
+	// Listen is the address to serve on. Default ":8000".
+	Listen string
+	// Listener, when set, is used instead of listening on Listen.
+	Listener net.Listener
+	// Server configures the SocketCluster server.
+	Server Config
+	// Extra, when set, serves every path the service does not (the dev
+	// demo page uses it).
+	Extra http.Handler
+	// DrainTimeout bounds the graceful shutdown. Default 10s.
+	DrainTimeout time.Duration
+	// Setup, when set, is called with the server before it serves, to
+	// register procedures and middleware.
+	Setup func(*Server)
+	// OnListen, when set, is called with the address being served.
+	OnListen func(net.Addr)
+}
+
+// Run serves the SocketCluster endpoint, /healthz, /readyz and /metrics
+// on one address until ctx is done, then drains: new connections are
+// refused, sockets are closed with CloseDraining, and Run returns.
+func Run(ctx context.Context, cfg ServiceConfig) error {
+	if cfg.Listen == "" {
+		cfg.Listen = ":8000"
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	srv, err := NewServer(cfg.Server)
+	if err != nil {
+		return err
+	}
+	if cfg.Setup != nil {
+		cfg.Setup(srv)
+	}
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			srv.Close()
+			return fmt.Errorf("worker: listen: %w", err)
+		}
+	}
+	mux := http.NewServeMux()
+	mux.Handle(srv.Config().Path, srv)
+	health := srv.HealthHandler(nil)
+	mux.Handle("/healthz", health)
+	mux.Handle("/readyz", health)
+	mux.Handle("/metrics", srv.MetricsHandler())
+	if cfg.Extra != nil {
+		mux.Handle("/", cfg.Extra)
+	}
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	srv.log.Info("worker serving", "addr", ln.Addr().String(), "path", srv.Config().Path,
+		"protocol", srv.Config().ProtocolVersion)
+	if cfg.OnListen != nil {
+		cfg.OnListen(ln.Addr())
+	}
+	select {
+	case err := <-errc:
+		srv.Close()
+		return fmt.Errorf("worker: serve: %w", err)
+	case <-ctx.Done():
+	}
+	srv.log.Info("worker draining", "sockets", srv.Clients())
+	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
+	defer cancel()
+	_ = srv.Shutdown(dctx)
+	if err := hs.Shutdown(dctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
