@@ -61,7 +61,9 @@ type CloseError struct {
 	Reason string
 }
 
-func (e *CloseError) Error() string { return fmt.Sprintf("client: closed with %d %s", e.Code, e.Reason) }
+func (e *CloseError) Error() string {
+	return fmt.Sprintf("client: closed with %d %s", e.Code, e.Reason)
+}
 
 // Client is a SocketCluster client connection that reconnects on its own.
 type Client struct {

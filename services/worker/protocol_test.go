@@ -349,8 +349,8 @@ func TestWrongPathAndOrigin(t *testing.T) {
 		return resp.StatusCode
 	}
 	for origin, want := range map[string]int{
-		"http://good.example:1234": 101,
-		"https://other.example":    403,
+		"http://good.example:1234":  101,
+		"https://other.example":     403,
 		"http://other.example:8443": 101,
 		"":                          403,
 	} {
