@@ -338,6 +338,11 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 			s.failInvoke(f, err)
 			return
 		}
+		if !invoke && !s.v1 {
+			// 19.x servers act on #subscribe only as an invoke.
+			s.reject("subscribe_without_cid")
+			return
+		}
 		a.Type, a.Channel = ActionSubscribe, ch
 		a.Data, _ = codec.Field(f.Data, "data")
 	case "#unsubscribe":
