@@ -58,8 +58,8 @@ func TestWrongTypes(t *testing.T) {
 		{`{"event":"#authenticate","data":{},"cid":2}`, `{"rid":2,"error":{"message":"Invalid token format - Token must be a string","name":"AuthTokenError","isBadToken":true}}`},
 		{`{"event":"#authenticate","data":null,"cid":2}`, `{"rid":2,"error":{"message":"jwt must be provided","name":"AuthTokenInvalidError","isBadToken":true}}`},
 		{`{"event":"#handshake","data":"str","cid":2}`, ``}, // answered as a handshake without token
-		{`{"event":1,"cid":2}`, ``},                          // not an event: raw
-		{`{"event":"echo","cid":"2"}`, ``},                   // string cid: a transmit
+		{`{"event":1,"cid":2}`, ``},                         // not an event: raw
+		{`{"event":"echo","cid":"2"}`, ``},                  // string cid: a transmit
 		{`{"event":"echo","cid":null}`, ``},
 		{`{"rid":"x","data":1}`, ``},
 		{`{"rid":99}`, ``}, // a response nobody waits for
