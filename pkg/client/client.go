@@ -181,6 +181,7 @@ func (c *Client) Connect(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	c.up(conn, st)
 	c.runWG.Add(1)
 	go c.run(conn, st)
 	return nil
@@ -280,7 +281,6 @@ func (c *Client) run(conn *websocket.Conn, st Status) {
 	defer c.runWG.Done()
 	attempt := 0
 	for {
-		c.up(conn, st)
 		ce := c.readLoop(conn, st)
 		c.down(ce)
 		c.mu.Lock()
@@ -311,6 +311,7 @@ func (c *Client) run(conn *websocket.Conn, st Status) {
 			if err == nil {
 				c.Reconnects.Add(1)
 				attempt = 0
+				c.up(conn, st)
 				break
 			}
 			d := float64(c.opts.ReconnectDelay) * (1 + rand.Float64())
@@ -324,6 +325,11 @@ func (c *Client) run(conn *websocket.Conn, st Status) {
 
 func (c *Client) up(conn *websocket.Conn, st Status) {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		conn.Close() // the reader stops at once
+		return
+	}
 	c.conn = conn
 	c.status = st
 	c.nextCID = 1 // the handshake was cid 1
