@@ -1,0 +1,178 @@
+// Package interop drives the worker with the official SocketCluster
+// JavaScript clients (socketcluster-client 19.x against protocol 2, 14.x
+// against protocol 1) and the demo page with headless Chromium. The npm
+// packages come from this folder's package-lock.json (npm ci, done by
+// scripts/test.sh); Chromium is Debian's.
+package interop
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/scc-k8s/scc/internal/dev"
+	"github.com/scc-k8s/scc/pkg/codec"
+	"github.com/scc-k8s/scc/services/worker"
+)
+
+// setupApp registers what the JavaScript tests call.
+func setupApp(srv *worker.Server) {
+	srv.HandleProcedure("echo", func(r *worker.Request) (any, error) { return r.Data, nil })
+	srv.HandleProcedure("fail", func(r *worker.Request) (any, error) {
+		return nil, codec.NewError("BoomError", "boom", codec.Member{Key: "extra", Value: 1})
+	})
+	srv.HandleProcedure("login", func(r *worker.Request) (any, error) {
+		var in struct {
+			Username string `json:"username"`
+		}
+		_ = json.Unmarshal(r.Data, &in)
+		return "ok", r.Socket.SetAuthToken(map[string]any{"username": in.Username})
+	})
+	srv.HandleProcedure("whoami", func(r *worker.Request) (any, error) {
+		if tok := r.Socket.AuthToken(); tok != nil {
+			return tok["username"], nil
+		}
+		return nil, nil
+	})
+	srv.HandleProcedure("sign", func(r *worker.Request) (any, error) {
+		var claims map[string]any
+		if err := json.Unmarshal(r.Data, &claims); err != nil {
+			return nil, err
+		}
+		tok, _, err := srv.Auth().Sign(claims, time.Now())
+		return tok, err
+	})
+	srv.HandleProcedure("kickMe", func(r *worker.Request) (any, error) {
+		ch, _ := codec.String(fieldOf(r.Data, "channel"))
+		r.Socket.KickOut(ch, "bye")
+		return nil, nil
+	})
+	srv.HandleReceiver("note", func(s *worker.Socket, data json.RawMessage) { _ = s.Transmit("noteAck", data) })
+	srv.HandleReceiver("dropMe", func(s *worker.Socket, data json.RawMessage) {
+		code, _ := codec.Int(data)
+		s.Disconnect(int(code), "asked to")
+	})
+	srv.HandleReceiver("askMe", func(s *worker.Socket, data json.RawMessage) {
+		go func() {
+			res, err := s.Invoke(context.Background(), "ask", data)
+			if err != nil {
+				_ = s.Transmit("askResult", map[string]string{"error": err.Error()})
+				return
+			}
+			_ = s.Transmit("askResult", map[string]json.RawMessage{"answer": res})
+		}()
+	})
+}
+
+func fieldOf(obj json.RawMessage, name string) json.RawMessage {
+	v, _ := codec.Field(obj, name)
+	return v
+}
+
+// serve runs a worker service on 127.0.0.1:0 and returns its port.
+func serve(t *testing.T, cfg worker.ServiceConfig, devMode bool) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Listener = ln
+	cfg.Setup = setupApp
+	cfg.DrainTimeout = time.Second
+	if cfg.Server.Logger == nil {
+		cfg.Server.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		if devMode {
+			done <- dev.Run(ctx, dev.Config{Worker: cfg})
+		} else {
+			done <- worker.Run(ctx, cfg)
+		}
+	}()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("service: %v", err)
+		}
+	})
+	port := ln.Addr().(*net.TCPAddr).Port
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return port
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service not up: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func needNodeModules(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Fatal("node is required: install Node.js (the README lists what the tests need)")
+	}
+	if _, err := os.Stat("node_modules/socketcluster-client"); err != nil {
+		t.Fatal("test/interop/node_modules is missing: run scripts/test.sh (it runs npm ci here)")
+	}
+}
+
+// runNode runs one node:test file with env and reports its output.
+func runNode(t *testing.T, file string, env []string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "--test", "--test-reporter=spec", "--test-concurrency=1", file)
+	cmd.Env = append(os.Environ(), env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	if testing.Verbose() || err != nil {
+		t.Logf("node --test %s:\n%s", file, out.String())
+	}
+	if err != nil {
+		t.Fatalf("%s failed: %v", file, err)
+	}
+}
+
+func TestSocketClusterClient19(t *testing.T) {
+	needNodeModules(t)
+	port := serve(t, worker.ServiceConfig{Server: worker.Config{
+		ProtocolVersion: 2, PingInterval: 200 * time.Millisecond, PingTimeout: time.Second, AckTimeout: 2 * time.Second,
+	}}, false)
+	runNode(t, "client19.test.mjs", []string{"SCC_PORT=" + strconv.Itoa(port)}, 3*time.Minute)
+}
+
+func TestSocketClusterClient14(t *testing.T) {
+	needNodeModules(t)
+	port := serve(t, worker.ServiceConfig{Server: worker.Config{
+		ProtocolVersion: 1, PingInterval: 200 * time.Millisecond, PingTimeout: time.Second, AckTimeout: 2 * time.Second,
+	}}, false)
+	runNode(t, "client14.test.cjs", []string{"SCC_PORT=" + strconv.Itoa(port)}, 3*time.Minute)
+}
+
+func TestDemoPageInChromium(t *testing.T) {
+	needNodeModules(t)
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		t.Fatal("chromium is required (Debian package chromium; scripts/test.sh installs it)")
+	}
+	port := serve(t, worker.ServiceConfig{}, true)
+	abs, _ := filepath.Abs("demo.test.mjs")
+	runNode(t, abs, []string{"SCC_PORT=" + strconv.Itoa(port), "CHROMIUM=" + chromium}, 2*time.Minute)
+}
