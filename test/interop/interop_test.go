@@ -174,5 +174,5 @@ func TestDemoPageInChromium(t *testing.T) {
 	}
 	port := serve(t, worker.ServiceConfig{}, true)
 	abs, _ := filepath.Abs("demo.test.mjs")
-	runNode(t, abs, []string{"SCC_PORT=" + strconv.Itoa(port), "CHROMIUM=" + chromium}, 2*time.Minute)
+	runNode(t, abs, []string{"SCC_PORT=" + strconv.Itoa(port), "CHROMIUM=" + chromium, "SCC_SCREENSHOT=" + os.Getenv("SCC_SCREENSHOT")}, 2*time.Minute)
 }
