@@ -446,3 +446,12 @@ func TestInboundMiddleware(t *testing.T) {
 		t.Fatalf("outbound middleware did not give each socket its own data: %v %v", a, b)
 	}
 }
+
+func TestBinaryFramesReadAsText(t *testing.T) {
+	s := startServer(t, worker.Config{}, echoSetup)
+	p := s.connect(t)
+	if err := p.Conn.WriteMessage(websocket.BinaryMessage, []byte(`{"event":"echo","data":"bin","cid":2}`)); err != nil {
+		t.Fatal(err)
+	}
+	p.Expect(`{"rid":2,"data":"bin"}`)
+}
