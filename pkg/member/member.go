@@ -1,0 +1,211 @@
+// Package member keeps a component registered with the state service: it
+// holds the Join stream open, registers (with the member's current view, so
+// a restarted state can resume a migration), sends heartbeats, acks and
+// drain requests, hands every cluster view to the component, and
+// reconnects with backoff when the stream breaks. While state is away the
+// component keeps its last view.
+package member
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/scc-k8s/scc/pkg/grpcx"
+	"github.com/scc-k8s/scc/proto/sccv1"
+)
+
+// Config configures a membership client.
+type Config struct {
+	// StateAddr is the state service's address (host:port). Required.
+	StateAddr string
+	// GRPC carries the cluster token and TLS settings.
+	GRPC grpcx.Config
+	// Member describes this component (id, role, address). Required.
+	Member *sccv1.Member
+	// View, when set, reports the view the component applies, sent at
+	// every registration.
+	View func() *sccv1.View
+	// Load, when set, is reported in heartbeats.
+	Load func() uint64
+	// OnView receives every view, in order, on one goroutine. It must not
+	// block for long.
+	OnView func(*sccv1.ClusterView)
+	// HeartbeatInterval defaults to 1s.
+	HeartbeatInterval time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+}
+
+// Client is a running membership.
+type Client struct {
+	cfg    Config
+	conn   *grpc.ClientConn
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	out      chan *sccv1.JoinRequest // the current stream's sender queue
+	draining bool
+	joined   bool
+}
+
+// Start dials state and keeps the membership up until Close.
+func Start(cfg Config) (*Client, error) {
+	if cfg.HeartbeatInterval <= 0 {
+		cfg.HeartbeatInterval = time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	conn, err := grpcx.Dial(cfg.StateAddr, cfg.GRPC)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &Client{cfg: cfg, conn: conn, ctx: ctx, cancel: cancel}
+	c.wg.Add(1)
+	go c.run()
+	return c, nil
+}
+
+// Joined reports whether the stream to state is up.
+func (c *Client) Joined() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.joined
+}
+
+func (c *Client) run() {
+	defer c.wg.Done()
+	backoff := 50 * time.Millisecond
+	for c.ctx.Err() == nil {
+		start := time.Now()
+		err := c.session()
+		if c.ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 5*time.Second {
+			backoff = 50 * time.Millisecond
+		}
+		c.cfg.Logger.Debug("state stream ended; rejoining", "err", err, "backoff", backoff)
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// session runs one Join stream: one goroutine owns Send, this one Recv.
+func (c *Client) session() error {
+	ctx, cancel := context.WithCancel(c.ctx)
+	defer cancel()
+	stream, err := sccv1.NewStateClient(c.conn).Join(ctx)
+	if err != nil {
+		return err
+	}
+	out := make(chan *sccv1.JoinRequest, 256)
+	c.mu.Lock()
+	m := proto.Clone(c.cfg.Member).(*sccv1.Member)
+	m.Draining = c.draining
+	c.mu.Unlock()
+	reg := &sccv1.Register{Member: m}
+	if c.cfg.View != nil {
+		reg.View = c.cfg.View()
+	}
+	if err := stream.Send(&sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Register{Register: reg}}); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.out = out
+	c.joined = true
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		if c.out == out {
+			c.out = nil
+		}
+		c.joined = false
+		c.mu.Unlock()
+	}()
+	sendErr := make(chan error, 1)
+	go func() {
+		t := time.NewTicker(c.cfg.HeartbeatInterval)
+		defer t.Stop()
+		for {
+			var msg *sccv1.JoinRequest
+			select {
+			case <-ctx.Done():
+				sendErr <- ctx.Err()
+				return
+			case msg = <-out:
+			case <-t.C:
+				hb := &sccv1.Heartbeat{}
+				if c.cfg.Load != nil {
+					hb.Load = c.cfg.Load()
+				}
+				msg = &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
+			}
+			if err := stream.Send(msg); err != nil {
+				sendErr <- err
+				return
+			}
+		}
+	}()
+	for {
+		v, err := stream.Recv()
+		if err != nil {
+			cancel()
+			<-sendErr
+			return err
+		}
+		if c.cfg.OnView != nil {
+			c.cfg.OnView(v)
+		}
+	}
+}
+
+func (c *Client) send(msg *sccv1.JoinRequest) bool {
+	c.mu.Lock()
+	out := c.out
+	c.mu.Unlock()
+	if out == nil {
+		return false
+	}
+	select {
+	case out <- msg:
+		return true
+	default:
+		return false
+	}
+}
+
+// Ack tells state this member finished phase of epoch. It reports whether
+// the ack went out; one that did not is repeated by the next registration,
+// whose view state reads.
+func (c *Client) Ack(epoch uint64, phase sccv1.Phase) bool {
+	return c.send(&sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Ack{Ack: &sccv1.Ack{Epoch: epoch, Phase: phase}}})
+}
+
+// Drain asks state to take this member out of the ring (also on every
+// later registration).
+func (c *Client) Drain() {
+	c.mu.Lock()
+	c.draining = true
+	c.mu.Unlock()
+	c.send(&sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Drain{Drain: &sccv1.Drain{}}})
+}
+
+// Close leaves: the stream ends, state drops the member at once.
+func (c *Client) Close() {
+	c.cancel()
+	c.wg.Wait()
+	c.conn.Close()
+}

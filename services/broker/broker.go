@@ -1,0 +1,306 @@
+// Package broker is the cluster's channel router. Workers hold one Link
+// stream each; the broker keeps, per channel, the set of links subscribed,
+// and sends each publish once to each subscribed link. It never parses the
+// payloads and knows nothing of clients.
+//
+// Per link, one goroutine receives and applies operations in order and one
+// goroutine owns Send, draining a bounded queue of deliveries and acks into
+// as few messages as it can. A link whose queue passes its limit is cut
+// (the worker reconnects and subscribes again); it never stalls others.
+//
+// Lock order: Server.mu, then link.mu.
+package broker
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/scc-k8s/scc/proto/sccv1"
+)
+
+// Config configures a broker.
+type Config struct {
+	// MaxLinkQueueBytes cuts a link whose unsent deliveries pass this many
+	// bytes. Default 64 MiB.
+	MaxLinkQueueBytes int
+	// MaxBatch caps the deliveries in one stream message. Default 512.
+	MaxBatch int
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives metrics (default: none).
+	Registerer prometheus.Registerer
+}
+
+// Server implements sccv1.BrokerServer.
+type Server struct {
+	sccv1.UnimplementedBrokerServer
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+
+	mu       sync.RWMutex
+	channels map[string]map[*link]struct{}
+	links    map[*link]struct{}
+}
+
+// New returns a broker.
+func New(cfg Config) *Server {
+	if cfg.MaxLinkQueueBytes <= 0 {
+		cfg.MaxLinkQueueBytes = 64 << 20
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 512
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		m:        newMetrics(cfg.Registerer),
+		channels: make(map[string]map[*link]struct{}),
+		links:    make(map[*link]struct{}),
+	}
+}
+
+// Channels returns the number of channels with subscribers.
+func (s *Server) Channels() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.channels)
+}
+
+// Links returns the number of connected workers.
+func (s *Server) Links() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.links)
+}
+
+// ackMark holds back an ack until every delivery queued before it has been
+// sent, so a worker that sees the ack has seen those deliveries.
+type ackMark struct {
+	seq uint64
+	enq uint64
+}
+
+type link struct {
+	worker string
+	subs   map[string]struct{} // touched only by the receiving goroutine (and cleanup after it)
+
+	mu      sync.Mutex
+	queue   []*sccv1.Delivery
+	bytes   int
+	enq     uint64    // deliveries ever queued
+	sent    uint64    // deliveries ever taken for sending
+	acks    []ackMark // acks waiting for the deliveries queued before them
+	failed  []*sccv1.OpError
+	closed  bool
+	signal  chan struct{}
+	cut     context.CancelFunc
+	dropped atomic.Bool
+}
+
+var errSlowLink = status.Error(codes.ResourceExhausted, "broker: link queue over its limit")
+
+// Link serves one worker's stream.
+func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	l := &link{subs: make(map[string]struct{}), signal: make(chan struct{}, 1), cut: cancel}
+	s.mu.Lock()
+	s.links[l] = struct{}{}
+	s.mu.Unlock()
+	s.m.links.Inc()
+	defer s.drop(l)
+
+	errc := make(chan error, 1)
+	go func() { errc <- s.sendLoop(ctx, stream, l) }()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			cancel()
+			<-errc
+			if l.dropped.Load() {
+				return errSlowLink
+			}
+			return nil
+		}
+		if req.WorkerId != "" && l.worker == "" {
+			l.worker = req.WorkerId
+		}
+		s.apply(l, req.Ops)
+	}
+}
+
+// apply runs a batch of operations in order, then queues one ack for all.
+func (s *Server) apply(l *link, ops []*sccv1.Op) {
+	var last uint64
+	var failed []*sccv1.OpError
+	for _, op := range ops {
+		switch op.Kind {
+		case sccv1.OpKind_OP_KIND_SUBSCRIBE:
+			if _, ok := l.subs[op.Channel]; !ok {
+				l.subs[op.Channel] = struct{}{}
+				s.mu.Lock()
+				set := s.channels[op.Channel]
+				if set == nil {
+					set = make(map[*link]struct{})
+					s.channels[op.Channel] = set
+				}
+				set[l] = struct{}{}
+				s.mu.Unlock()
+			}
+		case sccv1.OpKind_OP_KIND_UNSUBSCRIBE:
+			if _, ok := l.subs[op.Channel]; ok {
+				delete(l.subs, op.Channel)
+				s.unsubscribe(op.Channel, l)
+			}
+		case sccv1.OpKind_OP_KIND_PUBLISH:
+			s.publish(op.Channel, op.Data)
+		default:
+			if op.Seq != 0 {
+				failed = append(failed, &sccv1.OpError{Seq: op.Seq, Message: "broker: unknown operation"})
+			}
+		}
+		if op.Seq > last {
+			last = op.Seq
+		}
+	}
+	if last == 0 {
+		return
+	}
+	l.mu.Lock()
+	l.acks = append(l.acks, ackMark{seq: last, enq: l.enq})
+	l.failed = append(l.failed, failed...)
+	l.mu.Unlock()
+	l.wake()
+}
+
+func (s *Server) unsubscribe(ch string, l *link) {
+	s.mu.Lock()
+	if set := s.channels[ch]; set != nil {
+		delete(set, l)
+		if len(set) == 0 {
+			delete(s.channels, ch)
+		}
+	}
+	s.mu.Unlock()
+}
+
+// publish queues the message once for each subscribed link. The delivery
+// is shared: links only read it.
+func (s *Server) publish(ch string, data []byte) {
+	s.m.publishes.Inc()
+	d := &sccv1.Delivery{Channel: ch, Data: data}
+	size := len(ch) + len(data) + 8
+	s.mu.RLock()
+	set := s.channels[ch]
+	for l := range set {
+		l.enqueue(d, size, s.cfg.MaxLinkQueueBytes)
+	}
+	n := len(set)
+	s.mu.RUnlock()
+	s.m.deliveries.Add(float64(n))
+}
+
+func (l *link) enqueue(d *sccv1.Delivery, size, limit int) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.queue = append(l.queue, d)
+	l.enq++
+	l.bytes += size
+	if l.bytes > limit {
+		l.closed = true
+		l.queue, l.bytes = nil, 0
+		l.mu.Unlock()
+		l.dropped.Store(true)
+		l.cut()
+		return
+	}
+	l.mu.Unlock()
+	l.wake()
+}
+
+func (l *link) wake() {
+	select {
+	case l.signal <- struct{}{}:
+	default:
+	}
+}
+
+// sendLoop is the only caller of stream.Send for this link.
+func (s *Server) sendLoop(ctx context.Context, stream sccv1.Broker_LinkServer, l *link) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.signal:
+		}
+		for {
+			l.mu.Lock()
+			n := min(len(l.queue), s.cfg.MaxBatch)
+			batch := l.queue[:n:n]
+			l.queue = l.queue[n:]
+			if len(l.queue) == 0 {
+				l.queue = nil
+			}
+			for _, d := range batch {
+				l.bytes -= len(d.Channel) + len(d.Data) + 8
+			}
+			l.sent += uint64(n)
+			var acked uint64
+			k := 0
+			for k < len(l.acks) && l.acks[k].enq <= l.sent {
+				acked = l.acks[k].seq
+				k++
+			}
+			l.acks = l.acks[k:]
+			failed := l.failed
+			l.failed = nil
+			l.mu.Unlock()
+			if n == 0 && acked == 0 {
+				break
+			}
+			resp := &sccv1.LinkResponse{Deliveries: batch, Failed: failed, Acked: acked}
+			if err := stream.Send(resp); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// drop removes a finished link's subscriptions.
+func (s *Server) drop(l *link) {
+	l.mu.Lock()
+	l.closed = true
+	l.queue = nil
+	l.mu.Unlock()
+	s.mu.Lock()
+	delete(s.links, l)
+	for ch := range l.subs {
+		if set := s.channels[ch]; set != nil {
+			delete(set, l)
+			if len(set) == 0 {
+				delete(s.channels, ch)
+			}
+		}
+	}
+	s.mu.Unlock()
+	s.m.links.Dec()
+	if l.dropped.Load() {
+		s.m.slowLinks.Inc()
+		s.log.Warn("link cut: worker not keeping up", "worker", l.worker)
+	}
+}
+
+var _ sccv1.BrokerServer = (*Server)(nil)

@@ -1,0 +1,31 @@
+package broker
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	links      prometheus.Gauge
+	publishes  prometheus.Counter
+	deliveries prometheus.Counter
+	slowLinks  prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		links: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "links", Help: "Connected worker links.",
+		}),
+		publishes: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "publishes_total", Help: "Publishes routed.",
+		}),
+		deliveries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "deliveries_total", Help: "Messages queued to worker links.",
+		}),
+		slowLinks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "slow_links_total", Help: "Links cut because their queue passed its limit.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks)
+	}
+	return m
+}

@@ -1,0 +1,494 @@
+// Package state is the cluster's membership and ring service. Brokers,
+// workers and gateways join over a gRPC stream (sccv1.State/Join) held open
+// with heartbeats; a member whose stream breaks or whose lease lapses is
+// gone. State numbers the broker set (the ring epoch), drives the
+// three-phase migration between epochs (subscribe-both, publish-new,
+// release-old) on acknowledgements from every live worker, queues broker
+// changes while a migration runs, and streams the view to every member.
+//
+// It keeps only soft state. After a restart it waits a settle window for
+// members to return and rebuilds the ring from the views workers report,
+// so epochs never go backwards and a migration in flight is finished.
+//
+// Lock order: Server.mu only; sends happen on each member's own goroutine.
+package state
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/scc-k8s/scc/proto/sccv1"
+)
+
+// Config configures the state service.
+type Config struct {
+	// Lease drops a member that has sent nothing for this long. Default 5s.
+	Lease time.Duration
+	// SettleWindow is how long a starting state waits for members before
+	// publishing a new epoch. Default 2s.
+	SettleWindow time.Duration
+	// Debounce gathers broker changes this close together into one
+	// migration. Default 100ms.
+	Debounce time.Duration
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives metrics (default: none).
+	Registerer prometheus.Registerer
+	// Clock defaults to time.Now.
+	Clock func() time.Time
+}
+
+// Server implements sccv1.StateServer.
+type Server struct {
+	sccv1.UnimplementedStateServer
+	cfg Config
+	log *slog.Logger
+	m   *metrics
+
+	mu       sync.Mutex
+	members  map[string]*member
+	epoch    uint64
+	phase    sccv1.Phase
+	brokers  []*sccv1.Member // ring of epoch
+	prev     []*sccv1.Member // ring being left (during a migration)
+	acks     map[string]bool // workers that still have to ack this phase
+	started  time.Time
+	settling bool
+	changeAt time.Time // when a broker change was first noticed (debounce)
+	migStart time.Time
+	wake     chan struct{}
+	stop     chan struct{}
+	done     chan struct{}
+}
+
+type member struct {
+	info     *sccv1.Member
+	view     *sccv1.View
+	lastSeen time.Time
+	out      chan *sccv1.ClusterView // latest view wins
+	gone     chan struct{}
+	kill     func()
+}
+
+// New returns a state server; Close stops its timers.
+func New(cfg Config) *Server {
+	if cfg.Lease <= 0 {
+		cfg.Lease = 5 * time.Second
+	}
+	if cfg.SettleWindow < 0 {
+		cfg.SettleWindow = 0
+	} else if cfg.SettleWindow == 0 {
+		cfg.SettleWindow = 2 * time.Second
+	}
+	if cfg.Debounce <= 0 {
+		cfg.Debounce = 100 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		m:        newMetrics(cfg.Registerer),
+		members:  make(map[string]*member),
+		started:  cfg.Clock(),
+		settling: cfg.SettleWindow > 0,
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go s.loop()
+	return s
+}
+
+// Close stops the server's timers (streams end with the gRPC server).
+func (s *Server) Close() {
+	select {
+	case <-s.stop:
+	default:
+		close(s.stop)
+	}
+	<-s.done
+}
+
+// Epoch returns the current ring epoch and phase.
+func (s *Server) Epoch() (uint64, sccv1.Phase) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.epoch, s.phase
+}
+
+// View returns the current cluster view.
+func (s *Server) View() *sccv1.ClusterView {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.viewLocked()
+}
+
+func (s *Server) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// loop expires leases, ends the settle window and applies debounced
+// broker changes.
+func (s *Server) loop() {
+	defer close(s.done)
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.wake:
+		}
+		s.mu.Lock()
+		now := s.cfg.Clock()
+		for id, m := range s.members {
+			if now.Sub(m.lastSeen) > s.cfg.Lease {
+				s.log.Info("member lease expired", "member", id)
+				s.removeLocked(id, m)
+			}
+		}
+		if s.settling && now.Sub(s.started) >= s.cfg.SettleWindow {
+			s.settling = false
+			s.restoreLocked()
+		}
+		s.reconcileLocked(now)
+		s.mu.Unlock()
+	}
+}
+
+// Join is one member's stream.
+func (s *Server) Join(stream sccv1.State_JoinServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	reg := first.GetRegister()
+	if reg == nil || reg.GetMember().GetId() == "" || reg.GetMember().GetRole() == sccv1.Role_ROLE_UNSPECIFIED {
+		return status.Error(codes.InvalidArgument, "state: the first message must register a member with an id and a role")
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	m := &member{
+		info:     proto.Clone(reg.Member).(*sccv1.Member),
+		view:     reg.View,
+		lastSeen: s.cfg.Clock(),
+		out:      make(chan *sccv1.ClusterView, 1),
+		gone:     make(chan struct{}),
+		kill:     cancel,
+	}
+	id := m.info.Id
+	s.mu.Lock()
+	if old := s.members[id]; old != nil {
+		s.removeLocked(id, old) // a member that reconnects replaces itself
+	}
+	s.members[id] = m
+	s.m.members.WithLabelValues(roleName(m.info.Role)).Inc()
+	s.log.Info("member joined", "member", id, "role", roleName(m.info.Role), "addr", m.info.Address)
+	if m.info.Role == sccv1.Role_ROLE_BROKER {
+		s.brokerChangedLocked()
+	}
+	s.broadcastLocked()
+	s.mu.Unlock()
+	s.poke()
+
+	errc := make(chan error, 1)
+	go func() { // the only goroutine that calls Send
+		for {
+			select {
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			case v := <-m.out:
+				if err := stream.Send(v); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}
+	}()
+	for {
+		req, err := stream.Recv()
+		if err != nil {
+			s.leave(id, m)
+			cancel()
+			<-errc
+			if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
+				return nil
+			}
+			return err
+		}
+		s.handle(id, m, req)
+	}
+}
+
+func (s *Server) leave(id string, m *member) {
+	s.mu.Lock()
+	if s.members[id] == m {
+		s.log.Info("member left", "member", id)
+		s.removeLocked(id, m)
+		s.reconcileLocked(s.cfg.Clock())
+	}
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *Server) handle(id string, m *member, req *sccv1.JoinRequest) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.members[id] != m {
+		return
+	}
+	m.lastSeen = s.cfg.Clock()
+	switch msg := req.Msg.(type) {
+	case *sccv1.JoinRequest_Heartbeat:
+		m.info.Load = msg.Heartbeat.Load
+	case *sccv1.JoinRequest_Ack:
+		if msg.Ack.Epoch == s.epoch && msg.Ack.Phase == s.phase && s.acks[id] {
+			delete(s.acks, id)
+			s.reconcileLocked(m.lastSeen)
+		}
+	case *sccv1.JoinRequest_Drain:
+		if !m.info.Draining {
+			s.log.Info("member draining", "member", id)
+			m.info.Draining = true
+			if m.info.Role == sccv1.Role_ROLE_BROKER {
+				s.brokerChangedLocked()
+			}
+			s.broadcastLocked()
+		}
+	}
+}
+
+func (s *Server) removeLocked(id string, m *member) {
+	delete(s.members, id)
+	s.m.members.WithLabelValues(roleName(m.info.Role)).Dec()
+	m.kill()
+	if s.acks != nil {
+		delete(s.acks, id)
+	}
+	if m.info.Role == sccv1.Role_ROLE_BROKER {
+		s.brokerChangedLocked()
+		// A crashed broker cannot drain: a ring that still names it is
+		// replaced now, not after the debounce.
+		if containsID(s.brokers, id) || containsID(s.prev, id) {
+			s.changeAt = s.cfg.Clock().Add(-s.cfg.Debounce)
+		}
+	}
+	s.broadcastLocked()
+}
+
+func (s *Server) brokerChangedLocked() {
+	if s.changeAt.IsZero() {
+		s.changeAt = s.cfg.Clock()
+	}
+}
+
+// restoreLocked rebuilds the ring after the settle window from the views
+// the workers reported: the newest epoch wins, and its migration (if any)
+// continues.
+func (s *Server) restoreLocked() {
+	var best *sccv1.View
+	for _, m := range s.members {
+		if v := m.view; v != nil && (best == nil || v.Epoch > best.Epoch) {
+			best = v
+		}
+	}
+	if best != nil && best.Epoch > s.epoch {
+		s.epoch = best.Epoch
+		s.phase = best.Phase
+		s.brokers = cloneMembers(best.Brokers)
+		s.prev = cloneMembers(best.PrevBrokers)
+		if s.phase != sccv1.Phase_PHASE_STABLE {
+			s.acks = s.liveWorkersLocked()
+			s.migStart = s.cfg.Clock()
+		}
+		s.log.Info("ring restored from members", "epoch", s.epoch, "phase", s.phase.String(), "brokers", ids(s.brokers))
+	}
+	s.changeAt = s.cfg.Clock()
+	s.broadcastLocked()
+}
+
+// reconcileLocked advances a migration whose acks are in, and starts one
+// when the live broker set differs from the ring.
+func (s *Server) reconcileLocked(now time.Time) {
+	if s.settling {
+		return
+	}
+	if s.phase != sccv1.Phase_PHASE_STABLE {
+		if s.newRingLostLocked() {
+			s.startMigrationLocked(now) // supersede: a target broker died
+			return
+		}
+		if len(s.acks) > 0 {
+			return
+		}
+		switch s.phase {
+		case sccv1.Phase_PHASE_SUBSCRIBE_BOTH:
+			s.phase = sccv1.Phase_PHASE_PUBLISH_NEW
+		case sccv1.Phase_PHASE_PUBLISH_NEW:
+			s.phase = sccv1.Phase_PHASE_RELEASE_OLD
+		case sccv1.Phase_PHASE_RELEASE_OLD:
+			s.phase = sccv1.Phase_PHASE_STABLE
+			s.prev = nil
+			s.m.migrationsFinished.Inc()
+			s.m.migrationSeconds.Observe(now.Sub(s.migStart).Seconds())
+			s.log.Info("migration finished", "epoch", s.epoch, "took", now.Sub(s.migStart).String())
+		}
+		s.acks = s.liveWorkersLocked()
+		s.broadcastLocked()
+		if s.phase != sccv1.Phase_PHASE_STABLE {
+			return
+		}
+	}
+	if s.changeAt.IsZero() || now.Sub(s.changeAt) < s.cfg.Debounce {
+		return
+	}
+	s.changeAt = time.Time{}
+	if sameIDs(s.desiredLocked(), s.brokers) {
+		s.broadcastLocked() // membership details (addresses, load) may differ
+		return
+	}
+	s.startMigrationLocked(now)
+}
+
+// newRingLostLocked reports whether a broker of the target ring is gone.
+func (s *Server) newRingLostLocked() bool {
+	for _, b := range s.brokers {
+		if m := s.members[b.Id]; m == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) startMigrationLocked(now time.Time) {
+	desired := s.desiredLocked()
+	// Publishers currently use prev during subscribe-both, brokers after.
+	from := s.brokers
+	if s.phase == sccv1.Phase_PHASE_SUBSCRIBE_BOTH {
+		from = s.prev
+	}
+	s.epoch++
+	s.brokers = desired
+	s.m.epoch.Set(float64(s.epoch))
+	workers := s.liveWorkersLocked()
+	if len(from) == 0 || len(workers) == 0 {
+		s.phase, s.prev, s.acks = sccv1.Phase_PHASE_STABLE, nil, nil
+		s.log.Info("ring changed", "epoch", s.epoch, "brokers", ids(desired))
+	} else {
+		s.phase, s.prev, s.acks = sccv1.Phase_PHASE_SUBSCRIBE_BOTH, from, workers
+		s.migStart = now
+		s.m.migrationsStarted.Inc()
+		s.log.Info("migration started", "epoch", s.epoch, "from", ids(from), "to", ids(desired))
+	}
+	s.broadcastLocked()
+}
+
+func (s *Server) desiredLocked() []*sccv1.Member {
+	var out []*sccv1.Member
+	for _, m := range s.members {
+		if m.info.Role == sccv1.Role_ROLE_BROKER && !m.info.Draining {
+			out = append(out, proto.Clone(m.info).(*sccv1.Member))
+		}
+	}
+	slices.SortFunc(out, func(a, b *sccv1.Member) int { return cmp.Compare(a.Id, b.Id) })
+	return out
+}
+
+func (s *Server) liveWorkersLocked() map[string]bool {
+	out := make(map[string]bool)
+	for id, m := range s.members {
+		if m.info.Role == sccv1.Role_ROLE_WORKER {
+			out[id] = true
+		}
+	}
+	return out
+}
+
+func (s *Server) viewLocked() *sccv1.ClusterView {
+	v := &sccv1.ClusterView{
+		Epoch:       s.epoch,
+		Phase:       s.phase,
+		Brokers:     cloneMembers(s.brokers),
+		PrevBrokers: cloneMembers(s.prev),
+		Settling:    s.settling,
+	}
+	for _, m := range s.members {
+		switch m.info.Role {
+		case sccv1.Role_ROLE_WORKER:
+			v.Workers = append(v.Workers, proto.Clone(m.info).(*sccv1.Member))
+		case sccv1.Role_ROLE_GATEWAY:
+			v.Gateways = append(v.Gateways, proto.Clone(m.info).(*sccv1.Member))
+		}
+	}
+	byID := func(a, b *sccv1.Member) int { return cmp.Compare(a.Id, b.Id) }
+	slices.SortFunc(v.Workers, byID)
+	slices.SortFunc(v.Gateways, byID)
+	return v
+}
+
+// broadcastLocked queues the current view to every member; a member that
+// has not taken the previous one gets only the newest.
+func (s *Server) broadcastLocked() {
+	v := s.viewLocked()
+	for _, m := range s.members {
+		select {
+		case <-m.out:
+		default:
+		}
+		m.out <- v
+	}
+}
+
+func cloneMembers(in []*sccv1.Member) []*sccv1.Member {
+	out := make([]*sccv1.Member, len(in))
+	for i, m := range in {
+		out[i] = proto.Clone(m).(*sccv1.Member)
+	}
+	return out
+}
+
+func containsID(ms []*sccv1.Member, id string) bool {
+	return slices.ContainsFunc(ms, func(m *sccv1.Member) bool { return m.Id == id })
+}
+
+func sameIDs(a, b []*sccv1.Member) bool { return slices.Equal(ids(a), ids(b)) }
+
+func ids(ms []*sccv1.Member) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.Id
+	}
+	return out
+}
+
+func roleName(r sccv1.Role) string {
+	switch r {
+	case sccv1.Role_ROLE_BROKER:
+		return "broker"
+	case sccv1.Role_ROLE_WORKER:
+		return "worker"
+	case sccv1.Role_ROLE_GATEWAY:
+		return "gateway"
+	}
+	return "unknown"
+}
