@@ -1,0 +1,599 @@
+// Package cluster is the worker's gRPC implementation of worker.Broker: it
+// joins the state service, keeps one Link stream per broker of the ring,
+// routes each channel to its owner by rendezvous hashing, and takes part
+// in ring migrations so channels move between brokers with nothing lost
+// and nothing doubled:
+//
+//   - subscribe-both: every channel with local subscribers is subscribed
+//     on its new owner too; the worker acks once all are confirmed;
+//   - publish-new: publishes go to the new owner; the worker acks once
+//     every publish it sent to an old owner has been acknowledged;
+//   - release-old: the old subscriptions are dropped; the worker acks.
+//
+// Whatever arrives for a channel from any broker goes to its local
+// subscribers. Publishes whose owner is unreachable (a broker that crashed)
+// wait in a bounded buffer and go to the owner of the next view.
+//
+// Lock order: Cluster.mu, then link.mu. Link callbacks that take
+// Cluster.mu run without link.mu held.
+package cluster
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/scc-k8s/scc/pkg/grpcx"
+	"github.com/scc-k8s/scc/pkg/member"
+	"github.com/scc-k8s/scc/pkg/ring"
+	"github.com/scc-k8s/scc/proto/sccv1"
+	"github.com/scc-k8s/scc/services/worker"
+)
+
+// Config configures a worker's cluster connection.
+type Config struct {
+	// ID names the worker in the cluster. Required.
+	ID string
+	// StateAddr is the state service's address. Required.
+	StateAddr string
+	// Advertise is the worker's client-facing address (the gateway routes
+	// to it).
+	Advertise string
+	// GRPC carries the cluster token and TLS.
+	GRPC grpcx.Config
+	// MaxBuffered bounds the publishes held while their owner is
+	// unreachable; beyond it a publish fails. Default 100000.
+	MaxBuffered int
+	// BufferTimeout fails a held publish not sent within it. Default 10s.
+	BufferTimeout time.Duration
+	// Load reports the worker's load (open sockets) in heartbeats.
+	Load func() uint64
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives metrics (default: none).
+	Registerer prometheus.Registerer
+}
+
+// ErrBufferFull fails a publish that cannot be held for a missing broker.
+var ErrBufferFull = errors.New("cluster: publish buffer full while a broker is unreachable")
+
+// ErrBufferTimeout fails a publish that waited too long for a broker.
+var ErrBufferTimeout = errors.New("cluster: no broker for the channel in time")
+
+// Cluster implements worker.Broker over gRPC.
+type Cluster struct {
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	deliver worker.DeliverFunc
+	mem     *member.Client
+
+	mu       sync.Mutex
+	epoch    uint64
+	phase    sccv1.Phase
+	cur      *ring.Ring
+	prev     *ring.Ring
+	view     *sccv1.View
+	links    map[string]*link
+	channels map[string]*chanState
+	buffer   []heldPublish
+	gen      uint64 // bumps with every applied view
+	closed   bool
+	changed  chan struct{}
+
+	latest  chan *sccv1.ClusterView
+	stop    chan struct{}
+	applied sync.WaitGroup
+}
+
+type chanState struct {
+	on      map[string]bool // broker id -> subscription confirmed
+	waiters []func(error)
+}
+
+type heldPublish struct {
+	channel string
+	data    []byte
+	done    func(error)
+	since   time.Time
+}
+
+var _ worker.Broker = (*Cluster)(nil)
+
+// Factory returns a worker.BrokerFactory that connects to the cluster.
+func Factory(cfg Config) worker.BrokerFactory {
+	return func(deliver worker.DeliverFunc) (worker.Broker, error) { return New(cfg, deliver) }
+}
+
+// New joins the cluster.
+func New(cfg Config, deliver worker.DeliverFunc) (*Cluster, error) {
+	if cfg.ID == "" || cfg.StateAddr == "" {
+		return nil, fmt.Errorf("cluster: worker id and state address are required")
+	}
+	if cfg.MaxBuffered <= 0 {
+		cfg.MaxBuffered = 100000
+	}
+	if cfg.BufferTimeout <= 0 {
+		cfg.BufferTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	c := &Cluster{
+		cfg:      cfg,
+		log:      cfg.Logger.With("worker", cfg.ID),
+		m:        newMetrics(cfg.Registerer),
+		deliver:  deliver,
+		cur:      ring.New(nil),
+		prev:     ring.New(nil),
+		view:     &sccv1.View{},
+		links:    make(map[string]*link),
+		channels: make(map[string]*chanState),
+		changed:  make(chan struct{}, 1),
+		latest:   make(chan *sccv1.ClusterView, 1),
+		stop:     make(chan struct{}),
+	}
+	c.applied.Add(1)
+	go c.applyLoop()
+	mem, err := member.Start(member.Config{
+		StateAddr: cfg.StateAddr,
+		GRPC:      cfg.GRPC,
+		Member:    &sccv1.Member{Id: cfg.ID, Role: sccv1.Role_ROLE_WORKER, Address: cfg.Advertise},
+		View:      c.currentView,
+		Load:      cfg.Load,
+		OnView:    c.onView,
+		Logger:    c.log,
+	})
+	if err != nil {
+		close(c.stop)
+		c.applied.Wait()
+		return nil, err
+	}
+	c.mem = mem
+	return c, nil
+}
+
+// Epoch returns the applied ring epoch and phase.
+func (c *Cluster) Epoch() (uint64, sccv1.Phase) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.epoch, c.phase
+}
+
+func (c *Cluster) currentView() *sccv1.View {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.view
+}
+
+func (c *Cluster) onView(v *sccv1.ClusterView) {
+	select {
+	case <-c.latest:
+	default:
+	}
+	c.latest <- v
+}
+
+func (c *Cluster) notify() {
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
+}
+
+// applyLoop applies views in order (the newest wins) and acks phases.
+func (c *Cluster) applyLoop() {
+	defer c.applied.Done()
+	var ackFor struct {
+		epoch uint64
+		phase sccv1.Phase
+		gen   uint64
+		cond  func() bool
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case v := <-c.latest:
+			gen, cond, ok := c.apply(v)
+			if ok {
+				ackFor.epoch, ackFor.phase, ackFor.gen, ackFor.cond = v.Epoch, v.Phase, gen, cond
+			}
+		case <-c.changed:
+		case <-tick.C:
+			c.expireBuffer()
+		}
+		if ackFor.cond == nil {
+			continue
+		}
+		c.mu.Lock()
+		stale := c.gen != ackFor.gen
+		c.mu.Unlock()
+		if stale {
+			ackFor.cond = nil
+			continue
+		}
+		if ackFor.cond() {
+			if c.mem.Ack(ackFor.epoch, ackFor.phase) {
+				c.log.Debug("phase acked", "epoch", ackFor.epoch, "phase", ackFor.phase.String())
+				ackFor.cond = nil
+			}
+		}
+	}
+}
+
+// apply installs a view and returns the condition under which its phase
+// is done (nil for nothing to ack).
+func (c *Cluster) apply(v *sccv1.ClusterView) (uint64, func() bool, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || v.Settling || v.Epoch < c.epoch || (v.Epoch == c.epoch && phaseOrder(v.Phase) < phaseOrder(c.phase)) {
+		return 0, nil, false // older than what we applied
+	}
+	c.epoch, c.phase = v.Epoch, v.Phase
+	c.view = &sccv1.View{Epoch: v.Epoch, Phase: v.Phase, Brokers: v.Brokers, PrevBrokers: v.PrevBrokers}
+	addrs := make(map[string]string)
+	var curIDs, prevIDs []string
+	for _, b := range v.Brokers {
+		addrs[b.Id] = b.Address
+		curIDs = append(curIDs, b.Id)
+	}
+	for _, b := range v.PrevBrokers {
+		addrs[b.Id] = b.Address
+		prevIDs = append(prevIDs, b.Id)
+	}
+	c.cur, c.prev = ring.New(curIDs), ring.New(prevIDs)
+	c.m.epoch.Set(float64(v.Epoch))
+	// Links: one per broker of either ring.
+	for id, l := range c.links {
+		if addrs[id] != l.addr {
+			delete(c.links, id)
+			go l.close()
+			for _, cs := range c.channels {
+				delete(cs.on, id)
+			}
+		}
+	}
+	for id, addr := range addrs {
+		if c.links[id] == nil {
+			l, err := newLink(c, id, addr)
+			if err != nil {
+				c.log.Error("cannot dial broker", "broker", id, "addr", addr, "err", err)
+				continue
+			}
+			c.links[id] = l
+		}
+	}
+	for ch, cs := range c.channels {
+		c.syncLocked(ch, cs)
+	}
+	c.flushLocked()
+	c.gen++
+
+	gen := c.gen
+	switch v.Phase {
+	case sccv1.Phase_PHASE_SUBSCRIBE_BOTH:
+		return gen, c.allConfirmed, true
+	case sccv1.Phase_PHASE_PUBLISH_NEW:
+		marks := make(map[*link]uint64)
+		for _, id := range prevIDs {
+			if l := c.links[id]; l != nil {
+				marks[l] = l.lastPublish()
+			}
+		}
+		return gen, func() bool {
+			for l, mark := range marks {
+				if !l.publishesSettled(mark) {
+					return false
+				}
+			}
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return len(c.buffer) == 0 || c.cur.Len() == 0
+		}, true
+	case sccv1.Phase_PHASE_RELEASE_OLD:
+		return gen, func() bool { return true }, true
+	}
+	return gen, nil, false
+}
+
+// phaseOrder sorts the phases of one epoch: a migration ends stable.
+func phaseOrder(p sccv1.Phase) int {
+	if p == sccv1.Phase_PHASE_STABLE {
+		return 4
+	}
+	return int(p)
+}
+
+// wanted returns the brokers a channel must be subscribed on now.
+func (c *Cluster) wantedLocked(ch string) (string, string) {
+	owner := c.cur.Owner(ch)
+	old := ""
+	if c.phase == sccv1.Phase_PHASE_SUBSCRIBE_BOTH || c.phase == sccv1.Phase_PHASE_PUBLISH_NEW {
+		if o := c.prev.Owner(ch); o != owner {
+			old = o
+		}
+	}
+	return owner, old
+}
+
+// route returns the broker that takes publishes for ch now.
+func (c *Cluster) routeLocked(ch string) string {
+	if c.phase == sccv1.Phase_PHASE_SUBSCRIBE_BOTH && c.prev.Len() > 0 {
+		return c.prev.Owner(ch)
+	}
+	return c.cur.Owner(ch)
+}
+
+// syncLocked makes a channel's subscriptions match the view: subscribe
+// where wanted and missing, drop where no longer wanted.
+func (c *Cluster) syncLocked(ch string, cs *chanState) {
+	owner, old := c.wantedLocked(ch)
+	for id := range cs.on {
+		if id != owner && id != old {
+			if l := c.links[id]; l != nil {
+				l.queue(sccv1.OpKind_OP_KIND_UNSUBSCRIBE, ch, nil, nil)
+			}
+			delete(cs.on, id)
+		}
+	}
+	for _, id := range []string{owner, old} {
+		if id == "" {
+			continue
+		}
+		if _, ok := cs.on[id]; ok {
+			continue
+		}
+		l := c.links[id]
+		if l == nil {
+			continue
+		}
+		brokerID := id
+		if l.queue(sccv1.OpKind_OP_KIND_SUBSCRIBE, ch, nil, func(err error) { c.confirmed(ch, brokerID, err) }) {
+			cs.on[id] = false
+		}
+	}
+	c.finishWaitersLocked(ch, cs)
+}
+
+func (c *Cluster) confirmed(ch, brokerID string, err error) {
+	c.mu.Lock()
+	cs := c.channels[ch]
+	if cs != nil {
+		if _, ok := cs.on[brokerID]; ok {
+			if err != nil {
+				delete(cs.on, brokerID) // resubscribed when the link is back
+			} else {
+				cs.on[brokerID] = true
+			}
+		}
+		c.finishWaitersLocked(ch, cs)
+	}
+	c.mu.Unlock()
+	c.notify()
+}
+
+// finishWaitersLocked answers the worker's subscribe calls once every
+// wanted broker confirmed.
+func (c *Cluster) finishWaitersLocked(ch string, cs *chanState) {
+	if len(cs.waiters) == 0 || !c.confirmedLocked(ch, cs) {
+		return
+	}
+	waiters := cs.waiters
+	cs.waiters = nil
+	go func() {
+		for _, w := range waiters {
+			w(nil)
+		}
+	}()
+}
+
+func (c *Cluster) confirmedLocked(ch string, cs *chanState) bool {
+	owner, old := c.wantedLocked(ch)
+	if owner == "" {
+		return false
+	}
+	for _, id := range []string{owner, old} {
+		if id != "" && !cs.on[id] {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Cluster) allConfirmed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for ch, cs := range c.channels {
+		if !c.confirmedLocked(ch, cs) {
+			return false
+		}
+	}
+	return true
+}
+
+// Subscribe implements worker.Broker.
+func (c *Cluster) Subscribe(ch string, done func(error)) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		done(worker.ErrBrokerClosed)
+		return
+	}
+	cs := c.channels[ch]
+	if cs == nil {
+		cs = &chanState{on: make(map[string]bool)}
+		c.channels[ch] = cs
+		c.m.channels.Inc()
+	}
+	cs.waiters = append(cs.waiters, done)
+	c.syncLocked(ch, cs)
+	c.mu.Unlock()
+}
+
+// Unsubscribe implements worker.Broker.
+func (c *Cluster) Unsubscribe(ch string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	cs := c.channels[ch]
+	if cs == nil {
+		return
+	}
+	delete(c.channels, ch)
+	c.m.channels.Dec()
+	for id := range cs.on {
+		if l := c.links[id]; l != nil {
+			l.queue(sccv1.OpKind_OP_KIND_UNSUBSCRIBE, ch, nil, nil)
+		}
+	}
+	for _, w := range cs.waiters {
+		go w(errors.New("cluster: unsubscribed"))
+	}
+}
+
+// Publish implements worker.Broker.
+func (c *Cluster) Publish(ch string, data json.RawMessage, done func(error)) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		if done != nil {
+			done(worker.ErrBrokerClosed)
+		}
+		return
+	}
+	if !c.sendLocked(ch, data, done) {
+		if len(c.buffer) >= c.cfg.MaxBuffered {
+			c.mu.Unlock()
+			c.m.bufferFull.Inc()
+			if done != nil {
+				done(ErrBufferFull)
+			}
+			return
+		}
+		c.buffer = append(c.buffer, heldPublish{channel: ch, data: data, done: done, since: time.Now()})
+		c.m.buffered.Inc()
+	}
+	c.mu.Unlock()
+}
+
+func (c *Cluster) sendLocked(ch string, data []byte, done func(error)) bool {
+	target := c.routeLocked(ch)
+	if target == "" {
+		return false
+	}
+	l := c.links[target]
+	if l == nil {
+		return false
+	}
+	return l.queue(sccv1.OpKind_OP_KIND_PUBLISH, ch, data, done)
+}
+
+// flushLocked sends held publishes whose owner is reachable now.
+func (c *Cluster) flushLocked() {
+	if len(c.buffer) == 0 {
+		return
+	}
+	kept := c.buffer[:0]
+	resent := 0
+	for _, p := range c.buffer {
+		if c.sendLocked(p.channel, p.data, p.done) {
+			resent++
+			continue
+		}
+		kept = append(kept, p)
+	}
+	clear(c.buffer[len(kept):])
+	c.buffer = kept
+	if resent > 0 {
+		c.m.resent.Add(float64(resent))
+		c.log.Info("held publishes sent", "count", resent, "still_held", len(kept))
+	}
+}
+
+func (c *Cluster) expireBuffer() {
+	c.mu.Lock()
+	if len(c.buffer) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	now := time.Now()
+	var expired []heldPublish
+	kept := c.buffer[:0]
+	for _, p := range c.buffer {
+		if now.Sub(p.since) > c.cfg.BufferTimeout {
+			expired = append(expired, p)
+			continue
+		}
+		kept = append(kept, p)
+	}
+	clear(c.buffer[len(kept):])
+	c.buffer = kept
+	c.mu.Unlock()
+	for _, p := range expired {
+		if p.done != nil {
+			p.done(ErrBufferTimeout)
+		}
+	}
+}
+
+// linkUp resubscribes the link's channels and sends what was held for it.
+func (c *Cluster) linkUp(l *link) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.links[l.id] != l {
+		return
+	}
+	for ch, cs := range c.channels {
+		delete(cs.on, l.id)
+		c.syncLocked(ch, cs)
+	}
+	c.flushLocked()
+	c.m.linksUp.Inc()
+}
+
+// linkDown forgets the link's subscriptions (the broker dropped them).
+func (c *Cluster) linkDown(l *link) {
+	c.mu.Lock()
+	if c.links[l.id] == l {
+		for _, cs := range c.channels {
+			delete(cs.on, l.id)
+		}
+	}
+	c.mu.Unlock()
+	c.m.linksUp.Dec()
+	c.notify()
+}
+
+// Close leaves the cluster.
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	links := c.links
+	c.links = map[string]*link{}
+	buffer := c.buffer
+	c.buffer = nil
+	c.mu.Unlock()
+	c.mem.Close()
+	close(c.stop)
+	c.applied.Wait()
+	for _, l := range links {
+		l.close()
+	}
+	for _, p := range buffer {
+		if p.done != nil {
+			p.done(worker.ErrBrokerClosed)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,253 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/scc-k8s/scc/pkg/grpcx"
+	"github.com/scc-k8s/scc/proto/sccv1"
+)
+
+// maxOpsPerMessage caps one LinkRequest.
+const maxOpsPerMessage = 1024
+
+// errLinkLost fails operations in flight on a stream that broke: the
+// broker may or may not have applied them.
+var errLinkLost = errors.New("cluster: broker link lost")
+
+// link is the worker's stream to one broker. One goroutine owns Send and
+// one owns Recv; operations queue in between and go out in batches (all
+// that accumulated while the previous Send ran, so an idle link sends at
+// once and a busy one batches).
+type link struct {
+	c    *Cluster
+	id   string
+	addr string
+	conn *grpc.ClientConn
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	ops     []*sccv1.Op
+	signal  chan struct{}
+	seq     uint64 // last seq assigned
+	acked   uint64 // highest seq acknowledged
+	lastPub uint64 // seq of the last publish queued
+	pending []pendingOp
+	up      bool
+}
+
+type pendingOp struct {
+	seq     uint64
+	publish bool
+	done    func(error)
+}
+
+func newLink(c *Cluster, id, addr string) (*link, error) {
+	conn, err := grpcx.Dial(addr, c.cfg.GRPC)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	l := &link{c: c, id: id, addr: addr, conn: conn, ctx: ctx, cancel: cancel,
+		done: make(chan struct{}), signal: make(chan struct{}, 1)}
+	go l.run()
+	return l, nil
+}
+
+func (l *link) close() {
+	l.cancel()
+	<-l.done
+	l.conn.Close()
+}
+
+func (l *link) isUp() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.up
+}
+
+// queue adds an operation; done (for subscribe and publish) gets the
+// broker's ack. It reports false when the link is down.
+func (l *link) queue(kind sccv1.OpKind, ch string, data []byte, done func(error)) bool {
+	l.mu.Lock()
+	if !l.up {
+		l.mu.Unlock()
+		return false
+	}
+	op := &sccv1.Op{Kind: kind, Channel: ch, Data: data}
+	if kind != sccv1.OpKind_OP_KIND_UNSUBSCRIBE {
+		l.seq++
+		op.Seq = l.seq
+		l.pending = append(l.pending, pendingOp{seq: l.seq, publish: kind == sccv1.OpKind_OP_KIND_PUBLISH, done: done})
+		if kind == sccv1.OpKind_OP_KIND_PUBLISH {
+			l.lastPub = l.seq
+		}
+	}
+	l.ops = append(l.ops, op)
+	depth := len(l.ops)
+	l.mu.Unlock()
+	l.c.m.queueDepth.WithLabelValues(l.id).Set(float64(depth))
+	select {
+	case l.signal <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// publishesSettled reports whether every publish queued up to mark has
+// been acknowledged (or failed with the stream).
+func (l *link) publishesSettled(mark uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return !l.up || l.acked >= mark
+}
+
+func (l *link) lastPublish() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.lastPub
+}
+
+func (l *link) run() {
+	defer close(l.done)
+	backoff := 20 * time.Millisecond
+	for l.ctx.Err() == nil {
+		start := time.Now()
+		err := l.session()
+		if l.ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > 5*time.Second {
+			backoff = 20 * time.Millisecond
+		}
+		l.c.log.Debug("broker link down", "broker", l.id, "err", err)
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, time.Second)
+	}
+}
+
+func (l *link) session() error {
+	ctx, cancel := context.WithCancel(l.ctx)
+	defer cancel()
+	stream, err := sccv1.NewBrokerClient(l.conn).Link(ctx, grpc.WaitForReady(false))
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&sccv1.LinkRequest{WorkerId: l.c.cfg.ID}); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.up = true
+	l.mu.Unlock()
+	l.c.linkUp(l)
+
+	sendErr := make(chan error, 1)
+	go func() { sendErr <- l.sendLoop(ctx, stream) }()
+	var recvErr error
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			recvErr = err
+			break
+		}
+		for _, d := range resp.Deliveries {
+			l.c.deliver(d.Channel, d.Data)
+		}
+		if resp.Acked != 0 {
+			l.settle(resp.Acked, resp.Failed)
+		}
+	}
+	cancel()
+	<-sendErr
+	l.down()
+	return recvErr
+}
+
+func (l *link) sendLoop(ctx context.Context, stream sccv1.Broker_LinkClient) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-l.signal:
+		}
+		for {
+			l.mu.Lock()
+			n := min(len(l.ops), maxOpsPerMessage)
+			batch := l.ops[:n:n]
+			l.ops = l.ops[n:]
+			if len(l.ops) == 0 {
+				l.ops = nil
+			}
+			l.mu.Unlock()
+			if n == 0 {
+				break
+			}
+			if err := stream.Send(&sccv1.LinkRequest{Ops: batch}); err != nil {
+				return err
+			}
+		}
+		l.c.m.queueDepth.WithLabelValues(l.id).Set(0)
+	}
+}
+
+// settle completes every pending operation up to acked.
+func (l *link) settle(acked uint64, failed []*sccv1.OpError) {
+	l.mu.Lock()
+	if acked > l.acked {
+		l.acked = acked
+	}
+	k := 0
+	for k < len(l.pending) && l.pending[k].seq <= acked {
+		k++
+	}
+	done := l.pending[:k:k]
+	l.pending = l.pending[k:]
+	l.mu.Unlock()
+	for _, p := range done {
+		var err error
+		for _, f := range failed {
+			if f.Seq == p.seq {
+				err = errors.New(f.Message)
+			}
+		}
+		if p.done != nil {
+			p.done(err)
+		}
+	}
+}
+
+// down fails what was in flight: those publishes were inside the broker
+// (or on the wire) when it went away.
+func (l *link) down() {
+	l.mu.Lock()
+	l.up = false
+	pending := l.pending
+	l.pending = nil
+	l.ops = nil
+	l.mu.Unlock()
+	lost := 0
+	for _, p := range pending {
+		if p.publish {
+			lost++
+		}
+		if p.done != nil {
+			p.done(errLinkLost)
+		}
+	}
+	if lost > 0 {
+		l.c.m.lost.Add(float64(lost))
+		l.c.log.Warn("broker link lost with publishes in flight", "broker", l.id, "publishes", lost)
+	}
+	l.c.linkDown(l)
+}
