@@ -27,6 +27,9 @@ var ErrClosed = errors.New("client: closed")
 type Options struct {
 	// URL is the server endpoint, e.g. ws://localhost:8000/socketcluster/.
 	URL string
+	// URLs, when set, are tried in turn (from URL, if set): each reconnect
+	// moves to the next, so a client follows its servers when one goes.
+	URLs []string
 	// ProtocolVersion is 1 or 2 (default 2).
 	ProtocolVersion int
 	// AuthToken is sent in the handshake (updated by #setAuthToken).
@@ -88,6 +91,7 @@ type Client struct {
 	onAuthToken  func(token string)
 
 	writeMu sync.Mutex
+	urlIdx  int
 	done    chan struct{}
 	runWG   sync.WaitGroup
 
@@ -214,13 +218,34 @@ func (c *Client) WaitConnected(ctx context.Context) error {
 	}
 }
 
+func (c *Client) url() string {
+	urls := c.opts.URLs
+	if c.opts.URL != "" {
+		urls = append([]string{c.opts.URL}, urls...)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(urls) == 0 {
+		return ""
+	}
+	return urls[c.urlIdx%len(urls)]
+}
+
+func (c *Client) nextURL() {
+	c.mu.Lock()
+	c.urlIdx++
+	c.mu.Unlock()
+}
+
 func (c *Client) dial(ctx context.Context) (*websocket.Conn, Status, error) {
-	conn, resp, err := c.opts.Dialer.DialContext(ctx, c.opts.URL, c.opts.Header)
+	url := c.url()
+	conn, resp, err := c.opts.Dialer.DialContext(ctx, url, c.opts.Header)
 	if err != nil {
+		c.nextURL()
 		if resp != nil {
-			return nil, Status{}, fmt.Errorf("client: dial %s: %w (HTTP %d)", c.opts.URL, err, resp.StatusCode)
+			return nil, Status{}, fmt.Errorf("client: dial %s: %w (HTTP %d)", url, err, resp.StatusCode)
 		}
-		return nil, Status{}, fmt.Errorf("client: dial %s: %w", c.opts.URL, err)
+		return nil, Status{}, fmt.Errorf("client: dial %s: %w", url, err)
 	}
 	c.mu.Lock()
 	tok := c.token

@@ -85,10 +85,10 @@ func (h *hub) subscribe(ch string, sock *Socket, x *exchSub, done func(error)) {
 	// A broker may confirm synchronously, inside Subscribe, while we hold
 	// the lock; record that and finish below instead of re-locking.
 	var state atomic.Int32 // 0 in call, 1 returned, 2 completed in call
-	var syncErr error
+	syncErr := make(chan error, 1)
 	h.broker.Subscribe(ch, func(err error) {
 		if state.CompareAndSwap(0, 2) {
-			syncErr = err
+			syncErr <- err
 			return
 		}
 		h.upstreamDone(ch, e, err)
@@ -97,10 +97,11 @@ func (h *hub) subscribe(ch string, sock *Socket, x *exchSub, done func(error)) {
 		sh.mu.Unlock()
 		return
 	}
-	notify := h.finishLocked(sh, ch, e, syncErr)
+	err := <-syncErr
+	notify := h.finishLocked(sh, ch, e, err)
 	sh.mu.Unlock()
 	for _, w := range notify {
-		w.done(syncErr)
+		w.done(err)
 	}
 }
 
