@@ -259,4 +259,3 @@ func TestNoLossWhileBrokersChange(t *testing.T) {
 		t.Fatal("nothing was published")
 	}
 }
-
