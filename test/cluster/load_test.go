@@ -22,16 +22,18 @@ type loadConfig struct {
 }
 
 type subscriber struct {
-	c     *client.Client
-	chans map[string]bool
-	mu    sync.Mutex
-	got   map[uint64]int    // publisher<<40|seq -> times received
-	last  map[string]uint64 // publisher|channel -> last seq, for order
-	order int               // out-of-order arrivals
+	c      *client.Client
+	worker int // the worker it first connected to
+	chans  map[string]bool
+	mu     sync.Mutex
+	got    map[uint64]int    // publisher<<40|seq -> times received
+	last   map[string]uint64 // publisher|channel -> last seq, for order
+	order  int               // out-of-order arrivals
 }
 
 type publisher struct {
 	id     int
+	worker int
 	c      *client.Client
 	seq    atomic.Uint64
 	mu     sync.Mutex
@@ -68,7 +70,7 @@ func startLoad(t *testing.T, c *clustertest.Cluster, cfg loadConfig) *load {
 	}
 	for wi := range c.Workers {
 		for si := 0; si < cfg.SubsPerWorker; si++ {
-			s := &subscriber{c: dial(t, rotate(wi)...), chans: map[string]bool{}, got: map[uint64]int{}, last: map[string]uint64{}}
+			s := &subscriber{c: dial(t, rotate(wi)...), worker: wi, chans: map[string]bool{}, got: map[uint64]int{}, last: map[string]uint64{}}
 			for ci := si; ci < len(l.chans); ci += cfg.SubsPerWorker {
 				ch := l.chans[ci]
 				s.chans[ch] = true
@@ -81,7 +83,7 @@ func startLoad(t *testing.T, c *clustertest.Cluster, cfg loadConfig) *load {
 	}
 	for wi := range c.Workers {
 		for pi := 0; pi < cfg.PubsPerWorker; pi++ {
-			l.pubs = append(l.pubs, &publisher{id: len(l.pubs) + 1, c: dial(t, rotate(wi)...),
+			l.pubs = append(l.pubs, &publisher{id: len(l.pubs) + 1, worker: wi, c: dial(t, rotate(wi)...),
 				acked: map[uint64]string{}, failed: map[uint64]string{}, ackAt: map[uint64]time.Time{}, sentAt: map[uint64]time.Time{}})
 		}
 	}
@@ -183,8 +185,14 @@ func (l *load) finish() (sent, acked, failed, missing, dups, reordered int) {
 		}
 		return missing
 	}
-	for time.Now().Before(deadline) && expect() > 0 {
+	// Wait for deliveries to stop arriving (or for nothing to be missing).
+	for last, still := -1, 0; time.Now().Before(deadline) && still < 4; {
 		time.Sleep(50 * time.Millisecond)
+		if n := l.delivered(); n != last {
+			last, still = n, 0
+		} else if still++; expect() == 0 {
+			break
+		}
 	}
 	missing = expect()
 	for _, p := range l.pubs {

@@ -400,8 +400,13 @@ func (c *Cluster) confirmedLocked(ch string, cs *chanState) bool {
 	if owner == "" {
 		return false
 	}
-	for _, id := range []string{owner, old} {
-		if id != "" && !cs.on[id] {
+	if !cs.on[owner] {
+		return false
+	}
+	// The old owner matters only while it lives: a crashed one cannot
+	// confirm, and nobody can publish through it any more.
+	if old != "" && !cs.on[old] {
+		if l := c.links[old]; l != nil && l.isUp() {
 			return false
 		}
 	}
