@@ -5,27 +5,42 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
 	"github.com/scc-k8s/scc/internal/dev"
 	"github.com/scc-k8s/scc/pkg/auth"
+	"github.com/scc-k8s/scc/pkg/grpcx"
+	"github.com/scc-k8s/scc/services/broker"
+	"github.com/scc-k8s/scc/services/state"
 	"github.com/scc-k8s/scc/services/worker"
+	"github.com/scc-k8s/scc/services/worker/cluster"
 )
 
 const usage = `usage: scc <command> [flags]
 
 commands:
-  dev      run everything on one machine: the SocketCluster endpoint, the demo
-           page at http://localhost:8000/, /healthz, /readyz and /metrics
-  worker   run the SocketCluster server (worker)
+  dev      run everything on one machine: state, a broker and a worker over
+           loopback gRPC; the SocketCluster endpoint, the demo page at
+           http://localhost:8000/, /healthz, /readyz and /metrics
+  state    run the state service (membership and the broker ring)
+  broker   run a broker (channel routing)
+  worker   run the SocketCluster server (worker); with --state it joins a
+           cluster, without it runs alone on an in-process broker
 
 Run 'scc <command> -h' for its flags.
 `
@@ -43,6 +58,10 @@ func main() {
 		err = runDev(ctx, os.Args[2:])
 	case "worker":
 		err = runWorker(ctx, os.Args[2:])
+	case "state":
+		err = runState(ctx, os.Args[2:])
+	case "broker":
+		err = runBroker(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -81,11 +100,10 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 	inboundRate := f.Float("inbound-rate", 0, "max inbound messages per second per socket (0: no limit)")
 	logLevel := f.String("log-level", "info", "debug, info, warn or error")
 	return func() (worker.ServiceConfig, error) {
-		var lvl slog.Level
-		if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-			return worker.ServiceConfig{}, fmt.Errorf("--log-level: %w", err)
+		logger, err := logger(*logLevel)
+		if err != nil {
+			return worker.ServiceConfig{}, err
 		}
-		logger := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 		ac := auth.Config{Algorithm: *authAlg, Key: []byte(*authKey), DefaultExpiry: *authExpiry}
 		if strings.HasPrefix(strings.ToUpper(*authAlg), "HS") && *authKey == "" {
 			logger.Warn("no --auth-key: using a random JWT key; tokens will not work on other workers or after a restart")
@@ -127,9 +145,32 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 	}
 }
 
+// clusterFlags registers what every cluster component shares.
+func clusterFlags(f *flags) func() grpcx.Config {
+	token := f.String("cluster-token", "", "shared secret every component presents (empty: no check)")
+	cert := f.String("tls-cert", "", "PEM certificate for gRPC TLS (servers; clients present it for mTLS)")
+	key := f.String("tls-key", "", "PEM key of --tls-cert")
+	ca := f.String("tls-ca", "", "PEM CA bundle to verify gRPC peers")
+	return func() grpcx.Config {
+		return grpcx.Config{Token: *token, TLSCertFile: *cert, TLSKeyFile: *key, TLSCAFile: *ca}
+	}
+}
+
+func logger(level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl})), nil
+}
+
 func runWorker(ctx context.Context, args []string) error {
 	f := newFlags("scc worker")
 	build := workerFlags(f, ":8000")
+	grpcCfg := clusterFlags(f)
+	stateAddr := f.String("state", "", "state service address (host:port); empty runs alone on an in-process broker")
+	id := f.String("id", "", "worker id in the cluster (default: hostname and a random suffix)")
+	adv := f.String("advertise", "", "client-facing address the gateway routes to (default: POD_IP with the listen port)")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -137,12 +178,109 @@ func runWorker(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *stateAddr == "" {
+		return worker.Run(ctx, cfg)
+	}
+	if *id == "" {
+		*id = defaultID("worker")
+	}
+	if *adv == "" {
+		*adv = advertiseFor(cfg.Listen)
+	}
+	var srv atomic.Pointer[worker.Server]
+	var cl atomic.Pointer[cluster.Cluster]
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Server.Registerer = reg
+	cfg.Server.Broker = func(deliver worker.DeliverFunc) (worker.Broker, error) {
+		c, err := cluster.New(cluster.Config{ID: *id, StateAddr: *stateAddr, Advertise: *adv, GRPC: grpcCfg(),
+			Logger: cfg.Server.Logger, Registerer: reg, Load: func() uint64 {
+				if s := srv.Load(); s != nil {
+					return uint64(s.Clients())
+				}
+				return 0
+			}}, deliver)
+		if err == nil {
+			cl.Store(c)
+		}
+		return c, err
+	}
+	cfg.Setup = func(s *worker.Server) { srv.Store(s) }
+	cfg.Ready = func() bool { c := cl.Load(); return c != nil && c.Ready() }
 	return worker.Run(ctx, cfg)
+}
+
+func runState(ctx context.Context, args []string) error {
+	f := newFlags("scc state")
+	listen := f.String("listen", ":9000", "gRPC address")
+	httpListen := f.String("http-listen", ":9001", "address for /healthz, /readyz and /metrics (empty: off)")
+	settle := f.Duration("settle-window", 2*time.Second, "wait this long after start for members before changing the ring")
+	lease := f.Duration("lease", 5*time.Second, "drop a member silent this long")
+	grpcCfg := clusterFlags(f)
+	level := f.String("log-level", "info", "debug, info, warn or error")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	log, err := logger(*level)
+	if err != nil {
+		return err
+	}
+	return state.Run(ctx, state.ServiceConfig{Listen: *listen, HTTPListen: *httpListen, GRPC: grpcCfg(),
+		State: state.Config{SettleWindow: *settle, Lease: *lease, Logger: log}})
+}
+
+func runBroker(ctx context.Context, args []string) error {
+	f := newFlags("scc broker")
+	listen := f.String("listen", ":9100", "gRPC address")
+	httpListen := f.String("http-listen", ":9101", "address for /healthz, /readyz and /metrics (empty: off)")
+	stateAddr := f.String("state", "", "state service address (host:port)")
+	id := f.String("id", "", "broker id in the ring (default: hostname and a random suffix)")
+	adv := f.String("advertise", "", "address workers dial (default: POD_IP or loopback with the listen port)")
+	drain := f.Duration("drain-timeout", 30*time.Second, "longest a SIGTERM drain may take")
+	grpcCfg := clusterFlags(f)
+	level := f.String("log-level", "info", "debug, info, warn or error")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	log, err := logger(*level)
+	if err != nil {
+		return err
+	}
+	if *stateAddr == "" {
+		return errors.New("--state is required")
+	}
+	return broker.Run(ctx, broker.ServiceConfig{ID: *id, Listen: *listen, Advertise: *adv, HTTPListen: *httpListen,
+		StateAddr: *stateAddr, GRPC: grpcCfg(), DrainTimeout: *drain, Broker: broker.Config{Logger: log}})
+}
+
+func defaultID(prefix string) string {
+	h, _ := os.Hostname()
+	if h == "" {
+		h = prefix
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return h + "-" + hex.EncodeToString(b[:])
+}
+
+// advertiseFor derives a reachable address from a listen address.
+func advertiseFor(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := os.Getenv("POD_IP"); ip != "" {
+		host = ip
+	} else if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }
 
 func runDev(ctx context.Context, args []string) error {
 	f := newFlags("scc dev")
 	build := workerFlags(f, ":8000")
+	standalone := f.Bool("standalone", false, "run the worker on an in-process broker instead of state + broker over gRPC")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -150,5 +288,5 @@ func runDev(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return dev.Run(ctx, dev.Config{Worker: cfg})
+	return dev.Run(ctx, dev.Config{Worker: cfg, Standalone: *standalone})
 }

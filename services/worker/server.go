@@ -39,6 +39,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/scc-k8s/scc/pkg/auth"
@@ -162,6 +163,7 @@ func NewServer(cfg Config) (*Server, error) {
 	reg := cfg.Registerer
 	if reg == nil {
 		s.registry = prometheus.NewRegistry()
+		s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 		reg = s.registry
 	}
 	s.metrics = newMetrics(reg)

@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // ServiceConfig runs a Server as a network service.
@@ -27,6 +30,9 @@ type ServiceConfig struct {
 	Setup func(*Server)
 	// OnListen, when set, is called with the address being served.
 	OnListen func(net.Addr)
+	// Ready, when set, must also hold for /readyz to answer 200 (the
+	// cluster connection uses it).
+	Ready func() bool
 }
 
 // Run serves the SocketCluster endpoint, /healthz, /readyz and /metrics
@@ -55,10 +61,16 @@ func Run(ctx context.Context, cfg ServiceConfig) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(srv.Config().Path, srv)
-	health := srv.HealthHandler(nil)
+	health := srv.HealthHandler(cfg.Ready)
 	mux.Handle("/healthz", health)
 	mux.Handle("/readyz", health)
-	mux.Handle("/metrics", srv.MetricsHandler())
+	metricsHandler := srv.MetricsHandler()
+	if g, ok := cfg.Server.Registerer.(prometheus.Gatherer); ok && metricsHandler == nil {
+		metricsHandler = promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+	}
+	if metricsHandler != nil {
+		mux.Handle("/metrics", metricsHandler)
+	}
 	if cfg.Extra != nil {
 		mux.Handle("/", cfg.Extra)
 	}

@@ -56,19 +56,24 @@ type load struct {
 func key(p int, seq uint64) uint64 { return uint64(p)<<40 | seq }
 
 func startLoad(t *testing.T, c *clustertest.Cluster, cfg loadConfig) *load {
-	l := &load{t: t, cfg: cfg, stop: make(chan struct{})}
-	for i := 0; i < cfg.Channels; i++ {
-		l.chans = append(l.chans, fmt.Sprintf("load-%d", i))
-	}
 	urls := make([]string, len(c.Workers))
 	for i, w := range c.Workers {
 		urls[i] = w.URL
+	}
+	return startLoadOn(t, urls, cfg)
+}
+
+// startLoadOn runs the load against workers at urls.
+func startLoadOn(t *testing.T, urls []string, cfg loadConfig) *load {
+	l := &load{t: t, cfg: cfg, stop: make(chan struct{})}
+	for i := 0; i < cfg.Channels; i++ {
+		l.chans = append(l.chans, fmt.Sprintf("load-%d", i))
 	}
 	rotate := func(i int) []string { // the worker's own URL first, then the others
 		out := append([]string{}, urls[i:]...)
 		return append(out, urls[:i]...)
 	}
-	for wi := range c.Workers {
+	for wi := range urls {
 		for si := 0; si < cfg.SubsPerWorker; si++ {
 			s := &subscriber{c: dial(t, rotate(wi)...), worker: wi, chans: map[string]bool{}, got: map[uint64]int{}, last: map[string]uint64{}}
 			for ci := si; ci < len(l.chans); ci += cfg.SubsPerWorker {
@@ -81,7 +86,7 @@ func startLoad(t *testing.T, c *clustertest.Cluster, cfg loadConfig) *load {
 			l.subs = append(l.subs, s)
 		}
 	}
-	for wi := range c.Workers {
+	for wi := range urls {
 		for pi := 0; pi < cfg.PubsPerWorker; pi++ {
 			l.pubs = append(l.pubs, &publisher{id: len(l.pubs) + 1, worker: wi, c: dial(t, rotate(wi)...),
 				acked: map[uint64]string{}, failed: map[uint64]string{}, ackAt: map[uint64]time.Time{}, sentAt: map[uint64]time.Time{}})

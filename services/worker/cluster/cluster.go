@@ -158,6 +158,22 @@ func New(cfg Config, deliver worker.DeliverFunc) (*Cluster, error) {
 	return c, nil
 }
 
+// Ready reports whether the worker has a ring and a live link to every
+// broker of it.
+func (c *Cluster) Ready() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed || c.epoch == 0 || c.cur.Len() == 0 {
+		return false
+	}
+	for _, id := range c.cur.IDs() {
+		if l := c.links[id]; l == nil || !l.isUp() {
+			return false
+		}
+	}
+	return true
+}
+
 // Epoch returns the applied ring epoch and phase.
 func (c *Cluster) Epoch() (uint64, sccv1.Phase) {
 	c.mu.Lock()
