@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what it needs (scripts/deps.sh), checks
-# formatting and vet, then runs every Go test with the race detector,
+# formatting, vet and the generated gRPC code, then runs every Go test with
+# the race detector,
 # including the interop tests that drive the worker with the official
 # SocketCluster JavaScript clients and the demo page in headless Chromium,
 # and the seed corpora of the fuzz targets.
@@ -14,4 +15,12 @@ if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 go vet ./...
+bash scripts/proto.sh --check
 go test -race -count=1 -timeout 15m "$@" ./...
+# The cluster's correctness under full load (20,000 msgs/s): the race
+# detector slows the suite too much for that rate, so these run once more
+# without it.
+if [ $# -eq 0 ]; then
+  go test -count=1 -timeout 5m -v -run 'TestNoLossWhileBrokersChange|TestBrokerCrash|TestStateRestart' ./test/cluster/ \
+    | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|checked:|crash:|restart:|stable after'
+fi
