@@ -83,7 +83,7 @@ func (c *Client) Joined() bool {
 
 func (c *Client) run() {
 	defer c.wg.Done()
-	backoff := 50 * time.Millisecond
+	backoff := 25 * time.Millisecond
 	for c.ctx.Err() == nil {
 		start := time.Now()
 		err := c.session()
@@ -91,7 +91,7 @@ func (c *Client) run() {
 			return
 		}
 		if time.Since(start) > 5*time.Second {
-			backoff = 50 * time.Millisecond
+			backoff = 25 * time.Millisecond
 		}
 		c.cfg.Logger.Debug("state stream ended; rejoining", "err", err, "backoff", backoff)
 		select {
@@ -99,7 +99,9 @@ func (c *Client) run() {
 			return
 		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 2*time.Second)
+		// Capped low: a restarted state should see its members back
+		// within its settle window.
+		backoff = min(backoff*2, 500*time.Millisecond)
 	}
 }
 

@@ -109,34 +109,54 @@ type link struct {
 
 var errSlowLink = status.Error(codes.ResourceExhausted, "broker: link queue over its limit")
 
-// Link serves one worker's stream.
+// Link serves one worker's stream. The handler returns as soon as either
+// direction fails or the link is cut; returning ends the stream, which
+// unblocks the other goroutine. The link's subscriptions are dropped once
+// both goroutines are gone.
 func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
 	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
 	l := &link{subs: make(map[string]struct{}), signal: make(chan struct{}, 1), cut: cancel}
 	s.mu.Lock()
 	s.links[l] = struct{}{}
 	s.mu.Unlock()
 	s.m.links.Inc()
-	defer s.drop(l)
 
-	errc := make(chan error, 1)
-	go func() { errc <- s.sendLoop(ctx, stream, l) }()
-	for {
-		req, err := stream.Recv()
-		if err != nil {
-			cancel()
-			<-errc
-			if l.dropped.Load() {
-				return errSlowLink
+	var wg sync.WaitGroup
+	wg.Add(2)
+	failed := make(chan struct{}, 2)
+	go func() {
+		defer wg.Done()
+		if s.sendLoop(ctx, stream, l) != nil {
+			failed <- struct{}{}
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				failed <- struct{}{}
+				return
 			}
-			return nil
+			if req.WorkerId != "" && l.worker == "" {
+				l.worker = req.WorkerId
+			}
+			s.apply(l, req.Ops)
 		}
-		if req.WorkerId != "" && l.worker == "" {
-			l.worker = req.WorkerId
-		}
-		s.apply(l, req.Ops)
+	}()
+	select {
+	case <-failed:
+	case <-ctx.Done():
 	}
+	cancel()
+	go func() {
+		wg.Wait()
+		s.drop(l)
+	}()
+	if l.dropped.Load() {
+		return errSlowLink
+	}
+	return nil
 }
 
 // apply runs a batch of operations in order, then queues one ack for all.

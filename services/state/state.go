@@ -17,6 +17,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -210,34 +211,44 @@ func (s *Server) Join(stream sccv1.State_JoinServer) error {
 	s.mu.Unlock()
 	s.poke()
 
-	errc := make(chan error, 1)
 	go func() { // the only goroutine that calls Send
 		for {
 			select {
 			case <-ctx.Done():
-				errc <- ctx.Err()
 				return
 			case v := <-m.out:
 				if err := stream.Send(v); err != nil {
-					errc <- err
+					cancel()
 					return
 				}
 			}
 		}
 	}()
-	for {
-		req, err := stream.Recv()
-		if err != nil {
-			s.leave(id, m)
-			cancel()
-			<-errc
-			if errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled {
-				return nil
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				recvErr <- err
+				return
 			}
-			return err
+			s.handle(id, m, req)
 		}
-		s.handle(id, m, req)
+	}()
+	// Return when the member goes, the send fails, or state drops the
+	// member (lease, replacement): returning ends the stream, so the
+	// member learns it and joins again.
+	err = nil
+	select {
+	case err = <-recvErr:
+	case <-ctx.Done():
 	}
+	s.leave(id, m)
+	cancel()
+	if err == nil || errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled || errors.Is(err, io.EOF) {
+		return nil
+	}
+	return err
 }
 
 func (s *Server) leave(id string, m *member) {

@@ -1,0 +1,151 @@
+package state_test
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scc-k8s/scc/internal/testutil"
+	"github.com/scc-k8s/scc/pkg/grpcx"
+	"github.com/scc-k8s/scc/pkg/member"
+	"github.com/scc-k8s/scc/proto/sccv1"
+	"github.com/scc-k8s/scc/services/state"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func startState(t *testing.T, addr string, cfg state.Config) *state.Node {
+	t.Helper()
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	var ln net.Listener
+	var err error
+	for range 50 {
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Logger = quiet
+	n, err := state.Start(state.ServiceConfig{Listener: ln, State: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Stop)
+	return n
+}
+
+// fakeMember joins like a broker or worker and records the views it gets.
+type fakeMember struct {
+	c    *member.Client
+	mu   sync.Mutex
+	last *sccv1.ClusterView
+	view *sccv1.View
+}
+
+func join(t *testing.T, addr, id string, role sccv1.Role, view *sccv1.View) *fakeMember {
+	t.Helper()
+	f := &fakeMember{view: view}
+	c, err := member.Start(member.Config{StateAddr: addr, GRPC: grpcx.Config{}, Logger: quiet,
+		Member: &sccv1.Member{Id: id, Role: role, Address: id + ":1"},
+		View: func() *sccv1.View {
+			f.mu.Lock()
+			defer f.mu.Unlock()
+			return f.view
+		},
+		OnView: func(v *sccv1.ClusterView) { f.mu.Lock(); f.last = v; f.mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.c = c
+	t.Cleanup(c.Close)
+	return f
+}
+
+func (f *fakeMember) get() *sccv1.ClusterView {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}
+
+func eventually(t *testing.T, cond func() bool, msg string) {
+	t.Helper()
+	testutil.Eventually(t, 5*time.Second, cond, msg)
+}
+
+func TestMigrationWaitsForEveryWorker(t *testing.T) {
+	n := startState(t, "", state.Config{SettleWindow: -1, Debounce: 10 * time.Millisecond})
+	addr := n.Addr().String()
+	join(t, addr, "b1", sccv1.Role_ROLE_BROKER, nil)
+	w1 := join(t, addr, "w1", sccv1.Role_ROLE_WORKER, nil)
+	w2 := join(t, addr, "w2", sccv1.Role_ROLE_WORKER, nil)
+	eventually(t, func() bool { e, p := n.Server().Epoch(); return e == 1 && p == sccv1.Phase_PHASE_STABLE }, "first ring")
+
+	join(t, addr, "b2", sccv1.Role_ROLE_BROKER, nil)
+	eventually(t, func() bool { v := w1.get(); return v != nil && v.Epoch == 2 && v.Phase == sccv1.Phase_PHASE_SUBSCRIBE_BOTH }, "subscribe-both")
+	if v := w1.get(); len(v.PrevBrokers) != 1 || len(v.Brokers) != 2 {
+		t.Fatalf("view %v", v)
+	}
+	w1.c.Ack(2, sccv1.Phase_PHASE_SUBSCRIBE_BOTH)
+	time.Sleep(100 * time.Millisecond)
+	if _, p := n.Server().Epoch(); p != sccv1.Phase_PHASE_SUBSCRIBE_BOTH {
+		t.Fatalf("advanced to %v with one of two acks", p)
+	}
+	w2.c.Ack(2, sccv1.Phase_PHASE_SUBSCRIBE_BOTH)
+	eventually(t, func() bool { _, p := n.Server().Epoch(); return p == sccv1.Phase_PHASE_PUBLISH_NEW }, "publish-new")
+	// A third broker joining now queues behind the migration.
+	join(t, addr, "b3", sccv1.Role_ROLE_BROKER, nil)
+	time.Sleep(100 * time.Millisecond)
+	if e, _ := n.Server().Epoch(); e != 2 {
+		t.Fatalf("a migration started during another: epoch %d", e)
+	}
+	for _, ph := range []sccv1.Phase{sccv1.Phase_PHASE_PUBLISH_NEW, sccv1.Phase_PHASE_RELEASE_OLD} {
+		w1.c.Ack(2, ph)
+		w2.c.Ack(2, ph)
+		eventually(t, func() bool { _, p := n.Server().Epoch(); return p != ph }, "next phase")
+	}
+	// Epoch 2 is done; the queued change becomes epoch 3.
+	eventually(t, func() bool { e, p := n.Server().Epoch(); return e == 3 && p == sccv1.Phase_PHASE_SUBSCRIBE_BOTH }, "queued migration")
+	// A worker that leaves stops holding the migration up.
+	w2.c.Close()
+	w1.c.Ack(3, sccv1.Phase_PHASE_SUBSCRIBE_BOTH)
+	eventually(t, func() bool { _, p := n.Server().Epoch(); return p == sccv1.Phase_PHASE_PUBLISH_NEW }, "w2 gone")
+}
+
+func TestLeaseExpiry(t *testing.T) {
+	n := startState(t, "", state.Config{SettleWindow: -1, Lease: 300 * time.Millisecond})
+	f := join(t, n.Addr().String(), "w1", sccv1.Role_ROLE_WORKER, nil)
+	eventually(t, func() bool { return len(n.Server().View().Workers) == 1 }, "joined")
+	_ = f
+	// Heartbeats (1 s by default) are slower than the lease: the member is
+	// dropped, its stream ends, and it joins again.
+	eventually(t, func() bool { return len(n.Server().View().Workers) == 0 }, "lease expired")
+	eventually(t, func() bool { return len(n.Server().View().Workers) == 1 }, "joined again")
+}
+
+func TestRestartKeepsEpochs(t *testing.T) {
+	n := startState(t, "", state.Config{SettleWindow: -1, Debounce: 10 * time.Millisecond})
+	addr := n.Addr().String()
+	join(t, addr, "b1", sccv1.Role_ROLE_BROKER, nil)
+	join(t, addr, "b2", sccv1.Role_ROLE_BROKER, nil)
+	// This worker reports that it applies epoch 41, mid-migration.
+	w := join(t, addr, "w1", sccv1.Role_ROLE_WORKER, &sccv1.View{Epoch: 41, Phase: sccv1.Phase_PHASE_PUBLISH_NEW,
+		Brokers:     []*sccv1.Member{{Id: "b1", Role: sccv1.Role_ROLE_BROKER}, {Id: "b2", Role: sccv1.Role_ROLE_BROKER}},
+		PrevBrokers: []*sccv1.Member{{Id: "b1", Role: sccv1.Role_ROLE_BROKER}}})
+	eventually(t, func() bool { return w.get() != nil }, "view")
+	n.Stop()
+	n2 := startState(t, addr, state.Config{SettleWindow: 300 * time.Millisecond, Debounce: 10 * time.Millisecond})
+	eventually(t, func() bool { v := w.get(); return v != nil && v.Settling }, "settling view")
+	eventually(t, func() bool { e, p := n2.Server().Epoch(); return e == 41 && p == sccv1.Phase_PHASE_PUBLISH_NEW }, "migration resumed")
+	w.c.Ack(41, sccv1.Phase_PHASE_PUBLISH_NEW)
+	eventually(t, func() bool { _, p := n2.Server().Epoch(); return p == sccv1.Phase_PHASE_RELEASE_OLD }, "release-old")
+	w.c.Ack(41, sccv1.Phase_PHASE_RELEASE_OLD)
+	eventually(t, func() bool { e, p := n2.Server().Epoch(); return e == 41 && p == sccv1.Phase_PHASE_STABLE }, "stable at 41")
+}
