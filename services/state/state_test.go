@@ -89,7 +89,10 @@ func TestMigrationWaitsForEveryWorker(t *testing.T) {
 	eventually(t, func() bool { e, p := n.Server().Epoch(); return e == 1 && p == sccv1.Phase_PHASE_STABLE }, "first ring")
 
 	join(t, addr, "b2", sccv1.Role_ROLE_BROKER, nil)
-	eventually(t, func() bool { v := w1.get(); return v != nil && v.Epoch == 2 && v.Phase == sccv1.Phase_PHASE_SUBSCRIBE_BOTH }, "subscribe-both")
+	eventually(t, func() bool {
+		v := w1.get()
+		return v != nil && v.Epoch == 2 && v.Phase == sccv1.Phase_PHASE_SUBSCRIBE_BOTH
+	}, "subscribe-both")
 	if v := w1.get(); len(v.PrevBrokers) != 1 || len(v.Brokers) != 2 {
 		t.Fatalf("view %v", v)
 	}
