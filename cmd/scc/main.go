@@ -7,11 +7,14 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -22,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/scc-k8s/scc/bench"
 	"github.com/scc-k8s/scc/internal/dev"
 	"github.com/scc-k8s/scc/pkg/auth"
 	"github.com/scc-k8s/scc/pkg/grpcx"
@@ -41,6 +45,7 @@ commands:
   broker   run a broker (channel routing)
   worker   run the SocketCluster server (worker); with --state it joins a
            cluster, without it runs alone on an in-process broker
+  bench    load-test a SocketCluster server (ours or any other)
 
 Run 'scc <command> -h' for its flags.
 `
@@ -52,6 +57,10 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	if addr := os.Getenv("SCC_PPROF_LISTEN"); addr != "" {
+		// Profiling on a separate, explicitly configured address only.
+		go func() { _ = http.ListenAndServe(addr, nil) }()
+	}
 	var err error
 	switch os.Args[1] {
 	case "dev":
@@ -62,6 +71,8 @@ func main() {
 		err = runState(ctx, os.Args[2:])
 	case "broker":
 		err = runBroker(ctx, os.Args[2:])
+	case "bench":
+		err = runBench(ctx, os.Args[2:])
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return
@@ -289,4 +300,42 @@ func runDev(ctx context.Context, args []string) error {
 		return err
 	}
 	return dev.Run(ctx, dev.Config{Worker: cfg, Standalone: *standalone})
+}
+
+func runBench(ctx context.Context, args []string) error {
+	f := newFlags("scc bench")
+	url := f.String("url", "ws://127.0.0.1:8000/socketcluster/", "SocketCluster endpoint to load")
+	proto := f.Int("protocol-version", 2, "1 or 2")
+	scenarios := f.String("scenario", "fanout", "comma-separated: "+strings.Join(bench.Scenarios, ", ")+", or all")
+	duration := f.Duration("duration", 5*time.Second, "measured time per scenario")
+	warmup := f.Duration("warmup", time.Second, "time before measuring")
+	conns := f.Int("connections", 0, "subscribers or connections (0: the scenario's default)")
+	inFlight := f.Int("in-flight", 0, "publishes awaiting ack per publisher (0: the scenario's default)")
+	rate := f.Int("rate", 0, "publishes per second for fanout-rate (0: 40)")
+	payload := f.Int("payload", 64, "payload bytes")
+	pid := f.Int("server-pid", 0, "server process to read CPU and memory of (/proc)")
+	jsonOut := f.String("json", "", "also write the results as JSON to this file")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	list := strings.Split(*scenarios, ",")
+	if *scenarios == "all" {
+		list = bench.Scenarios
+	}
+	var results []*bench.Result
+	for _, sc := range list {
+		res, err := bench.Run(ctx, bench.Config{URL: *url, ProtocolVersion: *proto, Scenario: strings.TrimSpace(sc),
+			Duration: *duration, Warmup: *warmup, Connections: *conns, InFlight: *inFlight, Rate: *rate,
+			PayloadSize: *payload, ServerPID: *pid})
+		if err != nil {
+			return err
+		}
+		results = append(results, res)
+	}
+	bench.WriteTable(os.Stdout, results)
+	if *jsonOut != "" {
+		b, _ := json.MarshalIndent(results, "", "  ")
+		return os.WriteFile(*jsonOut, append(b, '\n'), 0o644)
+	}
+	return nil
 }
