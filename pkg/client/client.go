@@ -78,7 +78,8 @@ type Client struct {
 	status    Status
 	token     string
 	nextCID   int64
-	calls     map[int64]chan result
+	calls     map[int64]*call
+	sweeping  bool // a goroutine expires calls while any are pending
 	channels  map[string]*channel
 	receivers map[string]func(json.RawMessage)
 	procs     map[string]func(json.RawMessage) (any, error)
@@ -91,6 +92,9 @@ type Client struct {
 	onAuthToken  func(token string)
 
 	writeMu sync.Mutex
+	outMu   sync.Mutex
+	out     [][]byte // frames waiting for the writer
+	writing bool     // a writer goroutine is draining out
 	urlIdx  int
 	done    chan struct{}
 	runWG   sync.WaitGroup
@@ -107,6 +111,13 @@ type channel struct {
 type result struct {
 	data json.RawMessage
 	err  error
+}
+
+// call is an invoke awaiting its response.
+type call struct {
+	event    string
+	deadline time.Time
+	done     func(json.RawMessage, error)
 }
 
 // New returns a client that is not yet connected; call Connect.
@@ -130,7 +141,7 @@ func New(opts Options) *Client {
 		opts:      opts,
 		token:     opts.AuthToken,
 		connected: make(chan struct{}),
-		calls:     make(map[int64]chan result),
+		calls:     make(map[int64]*call),
 		channels:  make(map[string]*channel),
 		receivers: make(map[string]func(json.RawMessage)),
 		procs:     make(map[string]func(json.RawMessage) (any, error)),
@@ -393,11 +404,14 @@ func (c *Client) down(ce *CloseError) {
 	c.lastClose = ce
 	c.connected = make(chan struct{})
 	calls := c.calls
-	c.calls = make(map[int64]chan result)
+	c.calls = make(map[int64]*call)
 	onDisconnect := c.onDisconnect
 	c.mu.Unlock()
-	for _, ch := range calls {
-		ch <- result{err: codec.NewError(codec.BadConnectionError, "connection lost")}
+	c.outMu.Lock()
+	c.out = nil
+	c.outMu.Unlock()
+	for _, cl := range calls {
+		cl.done(nil, codec.NewError(codec.BadConnectionError, "connection lost"))
 	}
 	if onDisconnect != nil {
 		onDisconnect(ce)
@@ -453,17 +467,17 @@ func (c *Client) readLoop(conn *websocket.Conn, st Status) *CloseError {
 func (c *Client) handleResponse(f *codec.Frame) {
 	rid, _ := codec.Int(f.RID)
 	c.mu.Lock()
-	ch := c.calls[rid]
+	cl := c.calls[rid]
 	delete(c.calls, rid)
 	c.mu.Unlock()
-	if ch == nil {
+	if cl == nil {
 		return
 	}
-	r := result{data: f.Data}
 	if e := codec.ParseError(f.Error); e != nil {
-		r.err = e
+		cl.done(f.Data, e)
+		return
 	}
-	ch <- r
+	cl.done(f.Data, nil)
 }
 
 func (c *Client) handleEvent(f *codec.Frame) {
@@ -558,7 +572,8 @@ func (c *Client) write(conn *websocket.Conn, b []byte) error {
 	return conn.WriteMessage(websocket.TextMessage, b)
 }
 
-// send writes one message on the current connection.
+// send queues one frame for the writer, which sends what accumulated
+// together, as one JSON array (a batch) when there are several.
 func (c *Client) send(b []byte) error {
 	c.mu.Lock()
 	conn := c.conn
@@ -570,11 +585,70 @@ func (c *Client) send(b []byte) error {
 	if conn == nil {
 		return codec.NewError(codec.BadConnectionError, "not connected")
 	}
-	return c.write(conn, b)
+	c.outMu.Lock()
+	c.out = append(c.out, b)
+	start := !c.writing
+	c.writing = true
+	c.outMu.Unlock()
+	if start {
+		go c.writeLoop(conn)
+	}
+	return nil
 }
 
-// SendRaw writes msg as one WebSocket text message, untouched.
-func (c *Client) SendRaw(msg []byte) error { return c.send(msg) }
+const maxBatchBytes = 64 << 10
+
+func (c *Client) writeLoop(conn *websocket.Conn) {
+	var buf []byte
+	for {
+		c.outMu.Lock()
+		frames := c.out
+		c.out = nil
+		if len(frames) == 0 {
+			c.writing = false
+			c.outMu.Unlock()
+			return
+		}
+		c.outMu.Unlock()
+		var err error
+		for i := 0; err == nil && i < len(frames); {
+			if i == len(frames)-1 || len(frames[i]) >= maxBatchBytes {
+				err = c.write(conn, frames[i])
+				i++
+				continue
+			}
+			buf = append(buf[:0], '[')
+			j := i
+			for ; j < len(frames) && (j == i || len(buf)+len(frames[j]) < maxBatchBytes); j++ {
+				if j > i {
+					buf = append(buf, ',')
+				}
+				buf = append(buf, frames[j]...)
+			}
+			err = c.write(conn, append(buf, ']'))
+			i = j
+		}
+		if err != nil {
+			conn.Close() // the reader notices and reconnects
+			c.outMu.Lock()
+			c.out, c.writing = nil, false
+			c.outMu.Unlock()
+			return
+		}
+	}
+}
+
+// SendRaw writes msg as one WebSocket text message, untouched (not
+// batched with queued frames).
+func (c *Client) SendRaw(msg []byte) error {
+	c.mu.Lock()
+	conn := c.conn
+	c.mu.Unlock()
+	if conn == nil {
+		return codec.NewError(codec.BadConnectionError, "not connected")
+	}
+	return c.write(conn, msg)
+}
 
 // Transmit sends an event without expecting an answer.
 func (c *Client) Transmit(event string, data any) error {
@@ -596,7 +670,8 @@ func (c *Client) Invoke(ctx context.Context, event string, data any) (json.RawMe
 		ctx, cancel = context.WithTimeout(ctx, c.opts.AckTimeout)
 		defer cancel()
 	}
-	ch, cid, err := c.startInvoke(event, raw)
+	ch := make(chan result, 1)
+	cid, err := c.startInvoke(event, raw, func(d json.RawMessage, err error) { ch <- result{d, err} })
 	if err != nil {
 		return nil, err
 	}
@@ -611,50 +686,78 @@ func (c *Client) Invoke(ctx context.Context, event string, data any) (json.RawMe
 	}
 }
 
-func (c *Client) startInvoke(event string, raw json.RawMessage) (chan result, int64, error) {
-	ch := make(chan result, 1)
+// startInvoke registers done for the response and queues the invoke.
+func (c *Client) startInvoke(event string, raw json.RawMessage, done func(json.RawMessage, error)) (int64, error) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
-		return nil, 0, ErrClosed
+		return 0, ErrClosed
 	}
-	conn := c.conn
-	if conn == nil {
+	if c.conn == nil {
 		c.mu.Unlock()
-		return nil, 0, codec.NewError(codec.BadConnectionError, "not connected")
+		return 0, codec.NewError(codec.BadConnectionError, "not connected")
 	}
 	c.nextCID++
 	cid := c.nextCID
-	c.calls[cid] = ch
+	c.calls[cid] = &call{event: event, deadline: time.Now().Add(c.opts.AckTimeout), done: done}
+	sweep := !c.sweeping
+	c.sweeping = true
 	c.mu.Unlock()
-	if err := c.write(conn, codec.AppendEvent(nil, event, raw, cid)); err != nil {
+	if sweep {
+		go c.sweep()
+	}
+	if err := c.send(codec.AppendEvent(nil, event, raw, cid)); err != nil {
 		c.mu.Lock()
 		delete(c.calls, cid)
 		c.mu.Unlock()
-		return nil, 0, err
+		return 0, err
 	}
-	return ch, cid, nil
+	return cid, nil
 }
 
-// invokeAsync sends an invoke and calls done with the answer on its own
-// goroutine (or at once on a send error).
-func (c *Client) invokeAsync(event string, raw json.RawMessage, done func(json.RawMessage, error)) {
-	ch, cid, err := c.startInvoke(event, raw)
-	if err != nil {
-		done(nil, err)
-		return
-	}
-	go func() {
+// sweep fails calls past their deadline; it runs while calls are pending.
+func (c *Client) sweep() {
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
 		select {
-		case r := <-ch:
-			done(r.data, r.err)
-		case <-time.After(c.opts.AckTimeout):
+		case <-c.done:
 			c.mu.Lock()
-			delete(c.calls, cid)
+			c.sweeping = false
 			c.mu.Unlock()
-			done(nil, codec.NewError(codec.TimeoutError, "Event response for "+event+" timed out"))
+			return
+		case <-t.C:
 		}
-	}()
+		now := time.Now()
+		var expired []*call
+		c.mu.Lock()
+		for cid, cl := range c.calls {
+			if now.After(cl.deadline) {
+				expired = append(expired, cl)
+				delete(c.calls, cid)
+			}
+		}
+		if len(c.calls) == 0 {
+			c.sweeping = false
+			c.mu.Unlock()
+			for _, cl := range expired {
+				cl.done(nil, codec.NewError(codec.TimeoutError, "Event response for "+cl.event+" timed out"))
+			}
+			return
+		}
+		c.mu.Unlock()
+		for _, cl := range expired {
+			cl.done(nil, codec.NewError(codec.TimeoutError, "Event response for "+cl.event+" timed out"))
+		}
+	}
+}
+
+// invokeAsync sends an invoke; done gets the answer (on the reader
+// goroutine), a timeout, or the send error.
+func (c *Client) invokeAsync(event string, raw json.RawMessage, done func(json.RawMessage, error)) {
+	if _, err := c.startInvoke(event, raw, done); err != nil {
+		done(nil, err)
+	}
 }
 
 func subscribeData(channel string) json.RawMessage {
