@@ -5,30 +5,24 @@ package main
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/scc-k8s/scc/bench"
 	"github.com/scc-k8s/scc/internal/dev"
 	"github.com/scc-k8s/scc/pkg/auth"
 	"github.com/scc-k8s/scc/pkg/grpcx"
+	"github.com/scc-k8s/scc/pkg/member"
 	"github.com/scc-k8s/scc/services/broker"
 	"github.com/scc-k8s/scc/services/state"
 	"github.com/scc-k8s/scc/services/worker"
@@ -193,31 +187,12 @@ func runWorker(ctx context.Context, args []string) error {
 		return worker.Run(ctx, cfg)
 	}
 	if *id == "" {
-		*id = defaultID("worker")
+		*id = member.DefaultID("worker")
 	}
 	if *adv == "" {
-		*adv = advertiseFor(cfg.Listen)
+		*adv = member.AdvertiseAddr(cfg.Listen)
 	}
-	var srv atomic.Pointer[worker.Server]
-	var cl atomic.Pointer[cluster.Cluster]
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	cfg.Server.Registerer = reg
-	cfg.Server.Broker = func(deliver worker.DeliverFunc) (worker.Broker, error) {
-		c, err := cluster.New(cluster.Config{ID: *id, StateAddr: *stateAddr, Advertise: *adv, GRPC: grpcCfg(),
-			Logger: cfg.Server.Logger, Registerer: reg, Load: func() uint64 {
-				if s := srv.Load(); s != nil {
-					return uint64(s.Clients())
-				}
-				return 0
-			}}, deliver)
-		if err == nil {
-			cl.Store(c)
-		}
-		return c, err
-	}
-	cfg.Setup = func(s *worker.Server) { srv.Store(s) }
-	cfg.Ready = func() bool { c := cl.Load(); return c != nil && c.Ready() }
+	cluster.Join(&cfg, cluster.Config{ID: *id, StateAddr: *stateAddr, Advertise: *adv, GRPC: grpcCfg()})
 	return worker.Run(ctx, cfg)
 }
 
@@ -262,30 +237,6 @@ func runBroker(ctx context.Context, args []string) error {
 	}
 	return broker.Run(ctx, broker.ServiceConfig{ID: *id, Listen: *listen, Advertise: *adv, HTTPListen: *httpListen,
 		StateAddr: *stateAddr, GRPC: grpcCfg(), DrainTimeout: *drain, Broker: broker.Config{Logger: log}})
-}
-
-func defaultID(prefix string) string {
-	h, _ := os.Hostname()
-	if h == "" {
-		h = prefix
-	}
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return h + "-" + hex.EncodeToString(b[:])
-}
-
-// advertiseFor derives a reachable address from a listen address.
-func advertiseFor(listen string) string {
-	host, port, err := net.SplitHostPort(listen)
-	if err != nil {
-		return listen
-	}
-	if ip := os.Getenv("POD_IP"); ip != "" {
-		host = ip
-	} else if host == "" || host == "0.0.0.0" || host == "::" {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }
 
 func runDev(ctx context.Context, args []string) error {

@@ -9,11 +9,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"net"
-	"sync/atomic"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/services/broker"
@@ -62,31 +58,6 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	defer br.Kill()
 
-	var srv atomic.Pointer[worker.Server]
-	var cl atomic.Pointer[cluster.Cluster]
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	wc.Server.Registerer = reg
-	wc.Server.Broker = func(deliver worker.DeliverFunc) (worker.Broker, error) {
-		c, err := cluster.New(cluster.Config{ID: "dev-worker", StateAddr: st.Addr().String(), GRPC: gc, Logger: log, Registerer: reg,
-			Load: func() uint64 {
-				if s := srv.Load(); s != nil {
-					return uint64(s.Clients())
-				}
-				return 0
-			}}, deliver)
-		if err == nil {
-			cl.Store(c)
-		}
-		return c, err
-	}
-	setup := wc.Setup
-	wc.Setup = func(s *worker.Server) {
-		srv.Store(s)
-		if setup != nil {
-			setup(s)
-		}
-	}
-	wc.Ready = func() bool { c := cl.Load(); return c != nil && c.Ready() }
+	cluster.Join(&wc, cluster.Config{ID: "dev-worker", StateAddr: st.Addr().String(), GRPC: gc})
 	return worker.Run(ctx, wc)
 }

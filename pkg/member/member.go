@@ -8,7 +8,11 @@ package member
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"log/slog"
+	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -210,4 +214,33 @@ func (c *Client) Close() {
 	c.cancel()
 	c.wg.Wait()
 	c.conn.Close()
+}
+
+// DefaultID names a member when none is configured: the hostname (the pod
+// name in Kubernetes) and a random suffix, so a restarted process is a new
+// member.
+func DefaultID(prefix string) string {
+	h, _ := os.Hostname()
+	if h == "" {
+		h = prefix
+	}
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return h + "-" + hex.EncodeToString(b[:])
+}
+
+// AdvertiseAddr turns a listen address into one others can dial: POD_IP
+// (set from the pod's status in Kubernetes) with the port, or the
+// listener's own host, or loopback when it listens on every interface.
+func AdvertiseAddr(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return listen
+	}
+	if ip := os.Getenv("POD_IP"); ip != "" {
+		host = ip
+	} else if h := net.ParseIP(host); host == "" || (h != nil && h.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
 }

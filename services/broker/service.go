@@ -2,13 +2,10 @@ package broker
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -77,7 +74,7 @@ func Start(cfg ServiceConfig) (*Node, error) {
 		cfg.DrainTimeout = 30 * time.Second
 	}
 	if cfg.ID == "" {
-		cfg.ID = defaultID("broker")
+		cfg.ID = member.DefaultID("broker")
 	}
 	if cfg.Broker.Logger == nil {
 		cfg.Broker.Logger = slog.Default()
@@ -122,7 +119,7 @@ func Start(cfg ServiceConfig) (*Node, error) {
 	}
 	adv := cfg.Advertise
 	if adv == "" {
-		adv = advertise(ln.Addr())
+		adv = member.AdvertiseAddr(ln.Addr().String())
 	}
 	n.mem, err = member.Start(member.Config{
 		StateAddr: cfg.StateAddr,
@@ -217,30 +214,4 @@ func Run(ctx context.Context, cfg ServiceConfig) error {
 	<-ctx.Done()
 	n.Drain(context.Background())
 	return nil
-}
-
-func defaultID(prefix string) string {
-	h, _ := os.Hostname()
-	if h == "" {
-		h = prefix
-	}
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	return h + "-" + hex.EncodeToString(b[:])
-}
-
-// advertise turns a listener address into one others can dial: the pod IP
-// when POD_IP is set, else the listener's own host (loopback when it
-// listens on every interface).
-func advertise(a net.Addr) string {
-	host, port, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	if ip := os.Getenv("POD_IP"); ip != "" {
-		host = ip
-	} else if h := net.ParseIP(host); h == nil || h.IsUnspecified() {
-		host = "127.0.0.1"
-	}
-	return net.JoinHostPort(host, port)
 }

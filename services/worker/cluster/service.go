@@ -1,0 +1,55 @@
+package cluster
+
+import (
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/scc-k8s/scc/services/worker"
+)
+
+// Join makes a worker service a cluster member: its broker becomes the
+// gRPC cluster, its load (open sockets) is reported to state, its /readyz
+// waits for a ring and live broker links, and its /metrics also serves
+// the cluster metrics. cfg.Logger defaults to the worker's.
+func Join(svc *worker.ServiceConfig, cfg Config) {
+	var srv atomic.Pointer[worker.Server]
+	var cl atomic.Pointer[Cluster]
+	if svc.Server.Registerer == nil {
+		reg := prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		svc.Server.Registerer = reg
+	}
+	if cfg.Registerer == nil {
+		cfg.Registerer = svc.Server.Registerer
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = svc.Server.Logger
+	}
+	cfg.Load = func() uint64 {
+		if s := srv.Load(); s != nil {
+			return uint64(s.Clients())
+		}
+		return 0
+	}
+	svc.Server.Broker = func(deliver worker.DeliverFunc) (worker.Broker, error) {
+		c, err := New(cfg, deliver)
+		if err == nil {
+			cl.Store(c)
+		}
+		return c, err
+	}
+	setup := svc.Setup
+	svc.Setup = func(s *worker.Server) {
+		srv.Store(s)
+		if setup != nil {
+			setup(s)
+		}
+	}
+	ready := svc.Ready
+	svc.Ready = func() bool {
+		c := cl.Load()
+		return c != nil && c.Ready() && (ready == nil || ready())
+	}
+}
