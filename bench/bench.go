@@ -27,8 +27,12 @@ import (
 
 // Config describes one run.
 type Config struct {
-	// URL is the SocketCluster endpoint (ws://host:port/socketcluster/).
+	// URL is the endpoint (ws://host:port/socketcluster/, or for
+	// Centrifugo ws://host:port/connection/websocket).
 	URL string
+	// Target is "sc" (any SocketCluster server, the default) or
+	// "centrifugo" (its JSON protocol).
+	Target string
 	// ProtocolVersion is 1 or 2 (default 2).
 	ProtocolVersion int
 	// Scenario is one of Scenarios.
@@ -131,7 +135,7 @@ type runner struct {
 	cfg     Config
 	res     *Result
 	mu      sync.Mutex
-	clients []*client.Client
+	clients []conn
 
 	measuring atomic.Bool
 	delivered atomic.Int64
@@ -144,11 +148,24 @@ type runner struct {
 	start     time.Time
 }
 
-func (r *runner) dial(ctx context.Context) (*client.Client, error) {
-	c := client.New(client.Options{URL: r.cfg.URL, ProtocolVersion: r.cfg.ProtocolVersion, NoReconnect: true})
-	c.OnDisconnect(func(*client.CloseError) { r.discs.Add(1) })
-	if err := c.Connect(ctx); err != nil {
-		return nil, err
+func (r *runner) dial(ctx context.Context) (conn, error) {
+	var c conn
+	switch r.cfg.Target {
+	case "", "sc":
+		sc := client.New(client.Options{URL: r.cfg.URL, ProtocolVersion: r.cfg.ProtocolVersion, NoReconnect: true})
+		sc.OnDisconnect(func(*client.CloseError) { r.discs.Add(1) })
+		if err := sc.Connect(ctx); err != nil {
+			return nil, err
+		}
+		c = sc
+	case "centrifugo":
+		cf, err := dialCentrifugo(ctx, r.cfg.URL, func() { r.discs.Add(1) })
+		if err != nil {
+			return nil, err
+		}
+		c = cf
+	default:
+		return nil, fmt.Errorf("bench: unknown target %q", r.cfg.Target)
 	}
 	r.mu.Lock()
 	r.clients = append(r.clients, c)
@@ -311,7 +328,7 @@ func (r *runner) acked(err error) {
 }
 
 // keepInFlight publishes so that n publishes await their ack at any time.
-func (r *runner) keepInFlight(c *client.Client, n int, stop chan struct{}, channel func(i int) string) {
+func (r *runner) keepInFlight(c conn, n int, stop chan struct{}, channel func(i int) string) {
 	slots := make(chan struct{}, n)
 	for i := 0; ; i++ {
 		select {
@@ -356,7 +373,7 @@ func (r *runner) channels(ctx context.Context, n, inFlight int) error {
 		return err
 	}
 	r.mu.Lock()
-	cs := append([]*client.Client(nil), r.clients...)
+	cs := append([]conn(nil), r.clients...)
 	r.mu.Unlock()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup

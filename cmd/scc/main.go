@@ -255,7 +255,8 @@ func runDev(ctx context.Context, args []string) error {
 
 func runBench(ctx context.Context, args []string) error {
 	f := newFlags("scc bench")
-	url := f.String("url", "ws://127.0.0.1:8000/socketcluster/", "SocketCluster endpoint to load")
+	url := f.String("url", "ws://127.0.0.1:8000/socketcluster/", "endpoint to load")
+	target := f.String("target", "sc", "protocol: sc (any SocketCluster server) or centrifugo")
 	proto := f.Int("protocol-version", 2, "1 or 2")
 	scenarios := f.String("scenario", "fanout", "comma-separated: "+strings.Join(bench.Scenarios, ", ")+", or all")
 	duration := f.Duration("duration", 5*time.Second, "measured time per scenario")
@@ -275,7 +276,7 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	var results []*bench.Result
 	for _, sc := range list {
-		res, err := bench.Run(ctx, bench.Config{URL: *url, ProtocolVersion: *proto, Scenario: strings.TrimSpace(sc),
+		res, err := bench.Run(ctx, bench.Config{URL: *url, Target: *target, ProtocolVersion: *proto, Scenario: strings.TrimSpace(sc),
 			Duration: *duration, Warmup: *warmup, Connections: *conns, InFlight: *inFlight, Rate: *rate,
 			PayloadSize: *payload, ServerPID: *pid})
 		if err != nil {

@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// conn is what a scenario needs of a connection; the SocketCluster client
+// and the Centrifugo adapter both provide it.
+type conn interface {
+	Subscribe(ctx context.Context, channel string, handler func(channel string, data json.RawMessage)) error
+	Unsubscribe(channel string) error
+	PublishAsync(channel string, data json.RawMessage, done func(error))
+	Close()
+}
+
+// cfConn speaks Centrifugo's JSON client protocol (v6): commands with ids,
+// replies with the same id, pushes for publications, an empty object as
+// ping and pong. Commands queued together go out newline-separated in one
+// frame, as Centrifugo accepts, the way our SocketCluster client batches.
+type cfConn struct {
+	ws     *websocket.Conn
+	onDown func()
+
+	mu       sync.Mutex
+	nextID   int
+	calls    map[int]func(error)
+	handlers map[string]func(string, json.RawMessage)
+	out      [][]byte
+	writing  bool
+	closed   bool
+	done     chan struct{}
+}
+
+func dialCentrifugo(ctx context.Context, url string, onDown func()) (*cfConn, error) {
+	ws, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	c := &cfConn{ws: ws, onDown: onDown, calls: map[int]func(error){}, handlers: map[string]func(string, json.RawMessage){}, done: make(chan struct{})}
+	go c.readLoop()
+	if err := c.call(ctx, "connect", json.RawMessage(`{}`)); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *cfConn) send(b []byte) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.out = append(c.out, b)
+	start := !c.writing
+	c.writing = true
+	c.mu.Unlock()
+	if start {
+		go c.writeLoop()
+	}
+}
+
+func (c *cfConn) writeLoop() {
+	for {
+		c.mu.Lock()
+		out := c.out
+		c.out = nil
+		if len(out) == 0 {
+			c.writing = false
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Unlock()
+		// Centrifugo refuses frames over its message size limit (64 KiB by
+		// default): send the queue in chunks well below it.
+		for len(out) > 0 {
+			n, size := 0, 0
+			for n < len(out) && (n == 0 || size+len(out[n]) < 32<<10) {
+				size += len(out[n]) + 1
+				n++
+			}
+			if err := c.ws.WriteMessage(websocket.TextMessage, bytes.Join(out[:n], []byte("\n"))); err != nil {
+				c.ws.Close()
+				return
+			}
+			out = out[n:]
+		}
+	}
+}
+
+// command queues method with params; done gets the reply's error.
+func (c *cfConn) command(method string, params json.RawMessage, done func(error)) {
+	c.mu.Lock()
+	c.nextID++
+	id := c.nextID
+	if done != nil {
+		c.calls[id] = done
+	}
+	c.mu.Unlock()
+	c.send([]byte(`{"id":` + strconv.Itoa(id) + `,"` + method + `":` + string(params) + `}`))
+}
+
+func (c *cfConn) call(ctx context.Context, method string, params json.RawMessage) error {
+	res := make(chan error, 1)
+	c.command(method, params, func(err error) { res <- err })
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(10 * time.Second):
+		return errors.New("centrifugo: " + method + " timed out")
+	}
+}
+
+func quote(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+func (c *cfConn) Subscribe(ctx context.Context, channel string, handler func(string, json.RawMessage)) error {
+	c.mu.Lock()
+	c.handlers[channel] = handler
+	c.mu.Unlock()
+	return c.call(ctx, "subscribe", json.RawMessage(`{"channel":`+quote(channel)+`}`))
+}
+
+func (c *cfConn) Unsubscribe(channel string) error {
+	c.mu.Lock()
+	delete(c.handlers, channel)
+	c.mu.Unlock()
+	c.command("unsubscribe", json.RawMessage(`{"channel":`+quote(channel)+`}`), nil)
+	return nil
+}
+
+func (c *cfConn) PublishAsync(channel string, data json.RawMessage, done func(error)) {
+	c.command("publish", json.RawMessage(`{"channel":`+quote(channel)+`,"data":`+string(data)+`}`), done)
+}
+
+func (c *cfConn) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	c.ws.Close()
+	<-c.done
+}
+
+type cfReply struct {
+	ID    int                       `json:"id"`
+	Error *struct{ Message string } `json:"error"`
+	Push  *struct {
+		Channel string `json:"channel"`
+		Pub     *struct {
+			Data json.RawMessage `json:"data"`
+		} `json:"pub"`
+	} `json:"push"`
+}
+
+func (c *cfConn) readLoop() {
+	defer close(c.done)
+	for {
+		_, msg, err := c.ws.ReadMessage()
+		if err != nil {
+			c.mu.Lock()
+			calls := c.calls
+			c.calls = map[int]func(error){}
+			closed := c.closed
+			c.mu.Unlock()
+			for _, done := range calls {
+				done(err)
+			}
+			if !closed && c.onDown != nil {
+				c.onDown()
+			}
+			return
+		}
+		for _, line := range bytes.Split(msg, []byte("\n")) {
+			line = bytes.TrimSpace(line)
+			if len(line) == 0 {
+				continue
+			}
+			if string(line) == "{}" { // ping
+				c.send([]byte("{}"))
+				continue
+			}
+			var r cfReply
+			if json.Unmarshal(line, &r) != nil {
+				continue
+			}
+			if r.Push != nil && r.Push.Pub != nil {
+				c.mu.Lock()
+				h := c.handlers[r.Push.Channel]
+				c.mu.Unlock()
+				if h != nil {
+					h(r.Push.Channel, r.Push.Pub.Data)
+				}
+				continue
+			}
+			if r.ID != 0 {
+				c.mu.Lock()
+				done := c.calls[r.ID]
+				delete(c.calls, r.ID)
+				c.mu.Unlock()
+				if done != nil {
+					if r.Error != nil {
+						done(errors.New("centrifugo: " + r.Error.Message))
+					} else {
+						done(nil)
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Runs every bench scenario against scc's worker and the peers it is measured
+# with: socketcluster-server 20.x and 14.x (from npm, bench/peers) and
+# Centrifugo v6 (built from the Go module proxy). Servers run pinned to core
+# 0, the load tool to core 1; the servers alternate (A B C D, A B C D, ...)
+# for RUNS rounds, each on a fresh process; then bench/report writes
+# docs/benchmarks.md and docs/benchmarks.png. Loopback only, bounded in time.
+#
+#   bash bench/compare.sh                 # RUNS=3 DURATION=5s
+#   RUNS=1 DURATION=2s SCENARIOS=fanout,hot bash bench/compare.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+DURATION=${DURATION:-5s}
+WARMUP=${WARMUP:-1s}
+SCENARIOS=${SCENARIOS:-fanout,fanout-rate,channels,churn,hot,idle,storm}
+SERVERS=${SERVERS:-scc sc20 sc14 centrifugo}
+CACHE=${SCC_PEERS_CACHE:-$HOME/.cache/scc-peers}
+OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$CACHE/bin" "$OUT"
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+command -v taskset >/dev/null || { echo "taskset (util-linux) is required"; exit 1; }
+(cd bench/peers && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error)
+[ -x "$CACHE/bin/centrifugo" ] || GOBIN="$CACHE/bin" go install github.com/centrifugal/centrifugo/v6@v6.9.1
+go build -o "$CACHE/bin/scc" ./cmd/scc
+cat > "$CACHE/centrifugo.json" <<'JSON'
+{"client": {"insecure": true, "allowed_origins": ["*"]}, "http_server": {"port": "18030", "address": "127.0.0.1"}, "log": {"level": "error"}}
+JSON
+
+start_server() { # name -> sets PID URL PROTO TARGET
+  PROTO=2; TARGET=sc
+  case $1 in
+    scc) taskset -c 0 "$CACHE/bin/scc" worker --listen 127.0.0.1:18010 --socket-channel-limit -1 --log-level error & PID=$!
+         URL=ws://127.0.0.1:18010/socketcluster/ ;;
+    sc20) (cd bench/peers && exec taskset -c 0 node sc20.js 18011) & PID=$!; URL=ws://127.0.0.1:18011/socketcluster/ ;;
+    sc14) (cd bench/peers && exec taskset -c 0 node sc14.js 18012) & PID=$!; URL=ws://127.0.0.1:18012/socketcluster/; PROTO=1 ;;
+    centrifugo) taskset -c 0 "$CACHE/bin/centrifugo" --config "$CACHE/centrifugo.json" & PID=$!
+         URL=ws://127.0.0.1:18030/connection/websocket; TARGET=centrifugo ;;
+  esac
+  sleep 1.5
+}
+
+for run in $(seq 1 "$RUNS"); do
+  for s in $SERVERS; do
+    start_server "$s"
+    echo "== run $run: $s (pid $PID)"
+    taskset -c 1 timeout 600 "$CACHE/bin/scc" bench --url "$URL" --target "$TARGET" --protocol-version "$PROTO" \
+      --server-pid "$PID" --scenario "$SCENARIOS" --duration "$DURATION" --warmup "$WARMUP" \
+      --json "$OUT/$s-$run.json" || echo "!! $s run $run failed"
+    kill "$PID" 2>/dev/null || true
+    wait "$PID" 2>/dev/null || true
+  done
+done
+go run ./bench/report -in "$OUT" -servers "$SERVERS" -out docs/benchmarks.md -png docs/benchmarks.png \
+  -command "RUNS=$RUNS DURATION=$DURATION SCENARIOS=$SCENARIOS bash bench/compare.sh"
+echo "results in $OUT; docs/benchmarks.md written"
