@@ -220,7 +220,7 @@ func writeReport(b *strings.Builder, names []string, stats map[string]map[string
 // writeChart draws, per metric, one bar per peer: scc's ratio to it
 // (log scale; the line marks 1x).
 func writeChart(path string, names []string, stats map[string]map[string]stat) error {
-	const w, rowH, left, right = 900, 22, 330, 40
+	const w, rowH, left, right = 1000, 22, 330, 150
 	peers := names[1:]
 	h := 60 + len(metrics)*(len(peers)*rowH+10)
 	img := image.NewRGBA(image.Rect(0, 0, w, h))
@@ -231,9 +231,9 @@ func writeChart(path string, names []string, stats map[string]map[string]stat) e
 		d.DrawString(s)
 	}
 	text(10, 20, "scc vs peers: how many times better (log scale, line = 1x)")
-	scale := func(r float64) int { // 1/10x .. 10x over the bar area
-		r = math.Max(0.1, math.Min(10, r))
-		return left + int((math.Log10(r)+1)/2*float64(w-left-right))
+	scale := func(r float64) int { // 1/10x .. 30x over the bar area
+		r = math.Max(0.1, math.Min(30, r))
+		return left + int((math.Log10(r)+1)/(math.Log10(30)+1)*float64(w-left-right))
 	}
 	one := scale(1)
 	y := 40
@@ -245,7 +245,8 @@ func writeChart(path string, names []string, stats map[string]map[string]stat) e
 			x0, x1 := min(one, x), max(one, x)
 			if r > 0 {
 				draw.Draw(img, image.Rect(x0, y+3, max(x1, x0+1), y+rowH-3), image.NewUniform(colors[i%len(colors)]), image.Point{}, draw.Src)
-				text(x1+4, y+15, fmt.Sprintf("%.2fx vs %s", r, p))
+				label := fmt.Sprintf("%.2fx vs %s", r, p)
+				text(min(x1+4, w-7*len(label)-4), y+15, label)
 			} else {
 				text(one+4, y+15, "n/a vs "+p)
 			}
