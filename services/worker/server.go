@@ -9,8 +9,8 @@
 // receivers and middleware, and serves it as an http.Handler, as
 // SocketCluster users wrote worker.js.
 //
-// Concurrency: each connection has one reader goroutine (the HTTP handler's
-// own), which processes the socket's inbound messages in order, and at most
+// Concurrency: each connection has one reader goroutine, which processes
+// the socket's inbound messages in order, and at most
 // one writer goroutine, started when frames are queued and gone when the
 // queue is empty. One sweeper goroutine per server sends pings and enforces
 // the ping and handshake timeouts.
@@ -341,8 +341,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	sock := s.newSocket(conn, r)
 	s.readers.Add(1)
-	defer s.readers.Done()
-	sock.readLoop() // this goroutine is the socket's reader
+	// The reader gets a fresh goroutine and this one returns: net/http then
+	// lets go of its per-connection state (buffered reader and writer,
+	// the grown stack of its serving goroutine), about 8 KiB per socket.
+	go func() {
+		defer s.readers.Done()
+		sock.readLoop()
+	}()
 }
 
 // originAllowed applies the origins option as socketcluster-server does.
