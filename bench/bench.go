@@ -30,6 +30,10 @@ type Config struct {
 	// URL is the endpoint (ws://host:port/socketcluster/, or for
 	// Centrifugo ws://host:port/connection/websocket).
 	URL string
+	// URLs, when set, spreads connections over several servers in turn
+	// (the cluster scenario: subscribers on every worker); the first
+	// connection of a scenario, the publisher of fan-out, goes to URL.
+	URLs []string
 	// Target is "sc" (any SocketCluster server, the default) or
 	// "centrifugo" (its JSON protocol).
 	Target string
@@ -50,8 +54,10 @@ type Config struct {
 	Rate int
 	// PayloadSize in bytes of each message (default 64).
 	PayloadSize int
-	// ServerPID, when set, is read for CPU seconds and memory.
-	ServerPID int
+	// ServerPID, when set, is read for CPU seconds and memory; so is every
+	// process in ServerPIDs (a cluster's state, brokers and workers).
+	ServerPID  int
+	ServerPIDs []int
 }
 
 // Scenarios the tool runs.
@@ -97,6 +103,9 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	if cfg.PayloadSize < 16 {
 		cfg.PayloadSize = 64
 	}
+	if cfg.ServerPID > 0 {
+		cfg.ServerPIDs = append([]int{cfg.ServerPID}, cfg.ServerPIDs...)
+	}
 	r := &runner{cfg: cfg, res: &Result{Scenario: cfg.Scenario}}
 	defer r.closeAll()
 	var err error
@@ -137,6 +146,7 @@ type runner struct {
 	mu      sync.Mutex
 	clients []conn
 
+	dials     atomic.Int64
 	measuring atomic.Bool
 	delivered atomic.Int64
 	published atomic.Int64
@@ -148,18 +158,25 @@ type runner struct {
 	start     time.Time
 }
 
+// url picks the server for the next connection.
+func (r *runner) url() string {
+	urls := append([]string{r.cfg.URL}, r.cfg.URLs...)
+	return urls[int(r.dials.Add(1)-1)%len(urls)]
+}
+
 func (r *runner) dial(ctx context.Context) (conn, error) {
 	var c conn
+	url := r.url()
 	switch r.cfg.Target {
 	case "", "sc":
-		sc := client.New(client.Options{URL: r.cfg.URL, ProtocolVersion: r.cfg.ProtocolVersion, NoReconnect: true})
+		sc := client.New(client.Options{URL: url, ProtocolVersion: r.cfg.ProtocolVersion, NoReconnect: true})
 		sc.OnDisconnect(func(*client.CloseError) { r.discs.Add(1) })
 		if err := sc.Connect(ctx); err != nil {
 			return nil, err
 		}
 		c = sc
 	case "centrifugo":
-		cf, err := dialCentrifugo(ctx, r.cfg.URL, func() { r.discs.Add(1) })
+		cf, err := dialCentrifugo(ctx, url, func() { r.discs.Add(1) })
 		if err != nil {
 			return nil, err
 		}
@@ -233,7 +250,7 @@ func (r *runner) measure(ctx context.Context, conns int) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	cpu0 := cpuSeconds(r.cfg.ServerPID)
+	cpu0 := cpuSeconds(r.cfg.ServerPIDs)
 	r.delivered.Store(0)
 	r.published.Store(0)
 	r.errs.Store(0)
@@ -245,7 +262,7 @@ func (r *runner) measure(ctx context.Context, conns int) error {
 	}
 	r.measuring.Store(false)
 	elapsed := time.Since(r.start).Seconds()
-	cpu1 := cpuSeconds(r.cfg.ServerPID)
+	cpu1 := cpuSeconds(r.cfg.ServerPIDs)
 	res := r.res
 	res.Seconds = elapsed
 	res.Connections = conns
@@ -262,7 +279,7 @@ func (r *runner) measure(ctx context.Context, conns int) error {
 			res.DeliveredPerCPUs = float64(res.Delivered) / res.ServerCPUSeconds
 		}
 	}
-	if rss := rssBytes(r.cfg.ServerPID); rss > 0 {
+	if rss := rssBytes(r.cfg.ServerPIDs); rss > 0 {
 		res.ServerRSSBytes = rss
 	}
 	r.latMu.Lock()
@@ -436,7 +453,7 @@ func (r *runner) churn(ctx context.Context) error {
 // idle: n connections that only answer pings; the server's memory growth
 // per connection.
 func (r *runner) idle(ctx context.Context, n int) error {
-	base := rssBytes(r.cfg.ServerPID)
+	base := rssBytes(r.cfg.ServerPIDs)
 	if err := r.connect(ctx, n); err != nil {
 		return err
 	}
@@ -472,7 +489,7 @@ func (r *runner) connect(ctx context.Context, n int) error {
 // storm: n connections opened (handshake done) as fast as possible; an
 // operation is one completed handshake.
 func (r *runner) storm(ctx context.Context, n int) error {
-	cpu0 := cpuSeconds(r.cfg.ServerPID)
+	cpu0 := cpuSeconds(r.cfg.ServerPIDs)
 	start := time.Now()
 	if err := r.connect(ctx, n); err != nil {
 		return err
@@ -483,14 +500,29 @@ func (r *runner) storm(ctx context.Context, n int) error {
 	r.res.Operations = int64(n)
 	r.res.OperationsPerSec = float64(n) / elapsed
 	if cpu0 >= 0 {
-		r.res.ServerCPUSeconds = cpuSeconds(r.cfg.ServerPID) - cpu0
+		r.res.ServerCPUSeconds = cpuSeconds(r.cfg.ServerPIDs) - cpu0
 	}
 	r.res.Disconnects = r.discs.Load()
 	return nil
 }
 
-// cpuSeconds reads utime+stime of pid from /proc (-1 when unknown).
-func cpuSeconds(pid int) float64 {
+// cpuSeconds sums utime+stime of the processes (-1 when unknown).
+func cpuSeconds(pids []int) float64 {
+	if len(pids) == 0 {
+		return -1
+	}
+	total := 0.0
+	for _, pid := range pids {
+		s := cpuSecondsOf(pid)
+		if s < 0 {
+			return -1
+		}
+		total += s
+	}
+	return total
+}
+
+func cpuSecondsOf(pid int) float64 {
 	if pid <= 0 {
 		return -1
 	}
@@ -512,8 +544,16 @@ func cpuSeconds(pid int) float64 {
 	return (ut + st) / 100 // USER_HZ is 100 on Linux
 }
 
-// rssBytes reads VmRSS of pid (0 when unknown).
-func rssBytes(pid int) int64 {
+// rssBytes sums VmRSS of the processes (0 when unknown).
+func rssBytes(pids []int) int64 {
+	var total int64
+	for _, pid := range pids {
+		total += rssBytesOf(pid)
+	}
+	return total
+}
+
+func rssBytesOf(pid int) int64 {
 	if pid <= 0 {
 		return 0
 	}

@@ -106,3 +106,28 @@ func TestOtherScenarios(t *testing.T) {
 		t.Fatal("unknown scenario accepted")
 	}
 }
+
+func TestSpreadOverServers(t *testing.T) {
+	// Two servers on one in-process broker: subscribers on both, the
+	// publisher on the first; every subscriber still receives.
+	lb := worker.NewLocalBroker()
+	mk := func() string {
+		srv, err := worker.NewServer(worker.Config{Broker: lb.Attach, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(srv)
+		t.Cleanup(func() { srv.Close(); hs.Close() })
+		return "ws" + strings.TrimPrefix(hs.URL, "http") + "/socketcluster/"
+	}
+	a, b := mk(), mk()
+	c := quick(a, "fanout", 10)
+	c.URLs = []string{b}
+	res, err := Run(t.Context(), c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Delivered == 0 || res.Errors > 0 {
+		t.Fatalf("%+v", res)
+	}
+}

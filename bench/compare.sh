@@ -14,7 +14,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 SCENARIOS=${SCENARIOS:-fanout,fanout-rate,channels,churn,hot,idle,storm}
-SERVERS=${SERVERS:-scc sc20 sc14 centrifugo}
+SERVERS=${SERVERS:-scc sc20 sc14 centrifugo scc-cluster}
 CACHE=${SCC_PEERS_CACHE:-$HOME/.cache/scc-peers}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$CACHE/bin" "$OUT"
@@ -28,9 +28,17 @@ cat > "$CACHE/centrifugo.json" <<'JSON'
 {"client": {"insecure": true, "allowed_origins": ["*"]}, "http_server": {"port": "18030", "address": "127.0.0.1"}, "log": {"level": "error"}}
 JSON
 
-start_server() { # name -> sets PID URL PROTO TARGET
-  PROTO=2; TARGET=sc
+start_server() { # name -> sets PID (comma-separated) URL MORE PROTO TARGET SCEN
+  PROTO=2; TARGET=sc; MORE=""; SCEN=$SCENARIOS
   case $1 in
+    scc-cluster) # state, one broker, two workers over loopback gRPC; fan-out across both workers
+      local log=error tok=bench-token
+      taskset -c 0 "$CACHE/bin/scc" state --listen 127.0.0.1:18040 --http-listen "" --settle-window 0 --cluster-token $tok --log-level $log & local p1=$!
+      taskset -c 0 "$CACHE/bin/scc" broker --listen 127.0.0.1:18041 --http-listen "" --state 127.0.0.1:18040 --cluster-token $tok --log-level $log & local p2=$!
+      taskset -c 0 "$CACHE/bin/scc" worker --listen 127.0.0.1:18042 --state 127.0.0.1:18040 --cluster-token $tok --socket-channel-limit -1 --log-level $log & local p3=$!
+      taskset -c 0 "$CACHE/bin/scc" worker --listen 127.0.0.1:18043 --state 127.0.0.1:18040 --cluster-token $tok --socket-channel-limit -1 --log-level $log & local p4=$!
+      PID="$p1,$p2,$p3,$p4"; URL=ws://127.0.0.1:18042/socketcluster/; MORE=ws://127.0.0.1:18043/socketcluster/
+      SCEN=${CLUSTER_SCENARIOS:-fanout} ;;
     scc) taskset -c 0 "$CACHE/bin/scc" worker --listen 127.0.0.1:18010 --socket-channel-limit -1 --log-level error & PID=$!
          URL=ws://127.0.0.1:18010/socketcluster/ ;;
     sc20) (cd bench/peers && exec taskset -c 0 node sc20.js 18011) & PID=$!; URL=ws://127.0.0.1:18011/socketcluster/ ;;
@@ -45,11 +53,11 @@ for run in $(seq 1 "$RUNS"); do
   for s in $SERVERS; do
     start_server "$s"
     echo "== run $run: $s (pid $PID)"
-    taskset -c 1 timeout 600 "$CACHE/bin/scc" bench --url "$URL" --target "$TARGET" --protocol-version "$PROTO" \
-      --server-pid "$PID" --scenario "$SCENARIOS" --duration "$DURATION" --warmup "$WARMUP" \
+    taskset -c 1 timeout 600 "$CACHE/bin/scc" bench --url "$URL" --more-urls "$MORE" --target "$TARGET" --protocol-version "$PROTO" \
+      --server-pid "$PID" --scenario "$SCEN" --duration "$DURATION" --warmup "$WARMUP" \
       --json "$OUT/$s-$run.json" || echo "!! $s run $run failed"
-    kill "$PID" 2>/dev/null || true
-    wait "$PID" 2>/dev/null || true
+    for p in ${PID//,/ }; do kill "$p" 2>/dev/null || true; done
+    for p in ${PID//,/ }; do wait "$p" 2>/dev/null || true; done
   done
 done
 go run ./bench/report -in "$OUT" -servers "$SERVERS" -out docs/benchmarks.md -png docs/benchmarks.png \

@@ -14,6 +14,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -257,6 +258,7 @@ func runBench(ctx context.Context, args []string) error {
 	f := newFlags("scc bench")
 	url := f.String("url", "ws://127.0.0.1:8000/socketcluster/", "endpoint to load")
 	target := f.String("target", "sc", "protocol: sc (any SocketCluster server) or centrifugo")
+	more := f.String("more-urls", "", "comma-separated further endpoints; connections spread over all (the cluster scenario)")
 	proto := f.Int("protocol-version", 2, "1 or 2")
 	scenarios := f.String("scenario", "fanout", "comma-separated: "+strings.Join(bench.Scenarios, ", ")+", or all")
 	duration := f.Duration("duration", 5*time.Second, "measured time per scenario")
@@ -265,10 +267,20 @@ func runBench(ctx context.Context, args []string) error {
 	inFlight := f.Int("in-flight", 0, "publishes awaiting ack per publisher (0: the scenario's default)")
 	rate := f.Int("rate", 0, "publishes per second for fanout-rate (0: 40)")
 	payload := f.Int("payload", 64, "payload bytes")
-	pid := f.Int("server-pid", 0, "server process to read CPU and memory of (/proc)")
+	pids := f.String("server-pid", "", "server processes to read CPU and memory of (/proc), comma-separated")
 	jsonOut := f.String("json", "", "also write the results as JSON to this file")
 	if err := f.Parse(args); err != nil {
 		return err
+	}
+	var pidList []int
+	for _, p := range strings.Split(*pids, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				return fmt.Errorf("--server-pid: %w", err)
+			}
+			pidList = append(pidList, n)
+		}
 	}
 	list := strings.Split(*scenarios, ",")
 	if *scenarios == "all" {
@@ -276,9 +288,13 @@ func runBench(ctx context.Context, args []string) error {
 	}
 	var results []*bench.Result
 	for _, sc := range list {
-		res, err := bench.Run(ctx, bench.Config{URL: *url, Target: *target, ProtocolVersion: *proto, Scenario: strings.TrimSpace(sc),
+		var urls []string
+		if *more != "" {
+			urls = strings.Split(*more, ",")
+		}
+		res, err := bench.Run(ctx, bench.Config{URL: *url, URLs: urls, Target: *target, ProtocolVersion: *proto, Scenario: strings.TrimSpace(sc),
 			Duration: *duration, Warmup: *warmup, Connections: *conns, InFlight: *inFlight, Rate: *rate,
-			PayloadSize: *payload, ServerPID: *pid})
+			PayloadSize: *payload, ServerPIDs: pidList})
 		if err != nil {
 			return err
 		}
