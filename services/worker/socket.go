@@ -949,9 +949,21 @@ func (s *Socket) sendPing() {
 // writeLoop drains the queue: it runs while frames are pending and exits
 // when the queue is empty, so an idle socket has no writer goroutine.
 // Frames queued together go out as one JSON array (a batch) in one write.
+// batchBufs recycles the buffers batches are built in: a writer exists
+// only while its socket has frames queued, so a per-writer buffer would
+// be allocated again for every burst.
+var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
 func (s *Socket) writeLoop() {
 	q := &s.out
-	var buf []byte
+	bp := batchBufs.Get().(*[]byte)
+	buf := (*bp)[:0]
+	defer func() {
+		if cap(buf) <= 2*maxBatchBytes {
+			*bp = buf[:0]
+			batchBufs.Put(bp)
+		}
+	}()
 	for {
 		q.mu.Lock()
 		items, ping, closeMsg := q.items, q.ping, q.closeMsg
@@ -1014,9 +1026,6 @@ func (s *Socket) writeLoop() {
 			q.mu.Unlock()
 			s.conn.Close() // the reader sees it and cleans up
 			return
-		}
-		if cap(buf) > maxBatchBytes*2 {
-			buf = nil
 		}
 	}
 }
