@@ -84,6 +84,7 @@ func (n *Node) Server() *Server { return n.srv }
 // the next state service).
 func (n *Node) Stop() {
 	n.once.Do(func() {
+		n.srv.Freeze()
 		n.gs.Stop()
 		<-n.served
 		n.srv.Close()

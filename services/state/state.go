@@ -65,11 +65,16 @@ type Server struct {
 	acks     map[string]bool // workers that still have to ack this phase
 	started  time.Time
 	settling bool
-	changeAt time.Time // when a broker change was first noticed (debounce)
-	migStart time.Time
-	wake     chan struct{}
-	stop     chan struct{}
-	done     chan struct{}
+	// graceOver is set once brokers of a restored ring that never
+	// re-registered no longer count as members.
+	graceOver bool
+	restored  map[string]bool // ring brokers learned from workers, not yet re-registered
+	changeAt  time.Time       // when a broker change was first noticed (debounce)
+	migStart  time.Time
+	frozen    bool // shutting down: members leaving is not a ring change
+	wake      chan struct{}
+	stop      chan struct{}
+	done      chan struct{}
 }
 
 type member struct {
@@ -115,8 +120,18 @@ func New(cfg Config) *Server {
 	return s
 }
 
+// Freeze stops all decisions: a state shutting down sees every member
+// leave, which must not become ring changes that some members might still
+// receive before their streams end.
+func (s *Server) Freeze() {
+	s.mu.Lock()
+	s.frozen = true
+	s.mu.Unlock()
+}
+
 // Close stops the server's timers (streams end with the gRPC server).
 func (s *Server) Close() {
+	s.Freeze()
 	select {
 	case <-s.stop:
 	default:
@@ -167,9 +182,19 @@ func (s *Server) loop() {
 				s.removeLocked(id, m)
 			}
 		}
-		if s.settling && now.Sub(s.started) >= s.cfg.SettleWindow {
+		// The settle window ends once it has passed and a worker is back
+		// to tell the ring it applies (a fresh cluster's first worker
+		// reports an empty one), or, without any worker, after a lease
+		// more: a ring published before the workers return could differ
+		// from theirs and move channels without a migration.
+		if s.settling && now.Sub(s.started) >= s.cfg.SettleWindow &&
+			(len(s.liveWorkersLocked()) > 0 || now.Sub(s.started) >= s.cfg.SettleWindow+s.cfg.Lease) {
 			s.settling = false
 			s.restoreLocked()
+		}
+		if !s.graceOver && now.Sub(s.started) >= s.cfg.SettleWindow+s.cfg.Lease {
+			s.graceOver = true // brokers that never came back leave the ring now
+			s.brokerChangedLocked()
 		}
 		s.reconcileLocked(now)
 		s.mu.Unlock()
@@ -202,6 +227,7 @@ func (s *Server) Join(stream sccv1.State_JoinServer) error {
 		s.removeLocked(id, old) // a member that reconnects replaces itself
 	}
 	s.members[id] = m
+	s.adoptLocked(m.view)
 	s.m.members.WithLabelValues(roleName(m.info.Role)).Inc()
 	s.log.Info("member joined", "member", id, "role", roleName(m.info.Role), "addr", m.info.Address)
 	if m.info.Role == sccv1.Role_ROLE_BROKER {
@@ -332,16 +358,55 @@ func (s *Server) restoreLocked() {
 			s.acks = s.liveWorkersLocked()
 			s.migStart = s.cfg.Clock()
 		}
+		s.markRestoredLocked()
 		s.log.Info("ring restored from members", "epoch", s.epoch, "phase", s.phase.String(), "brokers", ids(s.brokers))
 	}
 	s.changeAt = s.cfg.Clock()
 	s.broadcastLocked()
 }
 
+// adoptLocked takes a ring a worker reports at registration after the
+// settle window when it is newer than ours (or the same epoch with other
+// brokers): epochs must never be reused with another meaning, so state
+// continues from it, and a following migration moves it to the live set.
+func (s *Server) adoptLocked(v *sccv1.View) {
+	if s.settling || v == nil || v.Epoch < s.epoch || (v.Epoch == s.epoch && sameIDs(v.Brokers, s.brokers)) {
+		return
+	}
+	if v.Epoch == s.epoch {
+		s.epoch = v.Epoch + 1 // our own epoch of that number meant another ring
+	} else {
+		s.epoch = v.Epoch
+	}
+	s.phase = v.Phase
+	s.brokers = cloneMembers(v.Brokers)
+	s.prev = cloneMembers(v.PrevBrokers)
+	s.acks = nil
+	if s.phase != sccv1.Phase_PHASE_STABLE {
+		s.acks = s.liveWorkersLocked()
+		s.migStart = s.cfg.Clock()
+	}
+	s.changeAt = s.cfg.Clock().Add(-s.cfg.Debounce)
+	s.m.epoch.Set(float64(s.epoch))
+	s.markRestoredLocked()
+	s.log.Info("ring adopted from a returning worker", "epoch", s.epoch, "phase", s.phase.String(), "brokers", ids(s.brokers))
+}
+
+func (s *Server) markRestoredLocked() {
+	if s.restored == nil {
+		s.restored = make(map[string]bool)
+	}
+	for _, b := range append(slices.Clone(s.brokers), s.prev...) {
+		if s.members[b.Id] == nil {
+			s.restored[b.Id] = true
+		}
+	}
+}
+
 // reconcileLocked advances a migration whose acks are in, and starts one
 // when the live broker set differs from the ring.
 func (s *Server) reconcileLocked(now time.Time) {
-	if s.settling {
+	if s.settling || s.frozen {
 		return
 	}
 	if s.phase != sccv1.Phase_PHASE_STABLE {
@@ -384,11 +449,22 @@ func (s *Server) reconcileLocked(now time.Time) {
 // newRingLostLocked reports whether a broker of the target ring is gone.
 func (s *Server) newRingLostLocked() bool {
 	for _, b := range s.brokers {
-		if m := s.members[b.Id]; m == nil {
+		if m := s.members[b.Id]; m == nil && !s.returningLocked(b.Id) {
 			return true
 		}
 	}
 	return false
+}
+
+// returningLocked reports whether a ring broker that has not registered
+// with this state yet is still given time to: for a lease after the
+// settle window of a (re)started state, since brokers rejoin on their own
+// schedule and the workers still reach them.
+func (s *Server) returningLocked(id string) bool {
+	if s.cfg.Clock().Sub(s.started) >= s.cfg.SettleWindow+s.cfg.Lease {
+		return false
+	}
+	return s.restored[id]
 }
 
 func (s *Server) startMigrationLocked(now time.Time) {
@@ -419,6 +495,11 @@ func (s *Server) desiredLocked() []*sccv1.Member {
 	for _, m := range s.members {
 		if m.info.Role == sccv1.Role_ROLE_BROKER && !m.info.Draining {
 			out = append(out, proto.Clone(m.info).(*sccv1.Member))
+		}
+	}
+	for _, b := range s.brokers {
+		if s.members[b.Id] == nil && s.returningLocked(b.Id) {
+			out = append(out, proto.Clone(b).(*sccv1.Member))
 		}
 	}
 	slices.SortFunc(out, func(a, b *sccv1.Member) int { return cmp.Compare(a.Id, b.Id) })
@@ -460,6 +541,9 @@ func (s *Server) viewLocked() *sccv1.ClusterView {
 // broadcastLocked queues the current view to every member; a member that
 // has not taken the previous one gets only the newest.
 func (s *Server) broadcastLocked() {
+	if s.frozen {
+		return
+	}
 	v := s.viewLocked()
 	for _, m := range s.members {
 		select {
