@@ -162,6 +162,14 @@ func clusterFlags(f *flags) func() grpcx.Config {
 	}
 }
 
+// parseLogged parses the flags, then builds the logger --log-level names.
+func parseLogged(f *flags, args []string, level *string) (*slog.Logger, error) {
+	if err := f.Parse(args); err != nil {
+		return nil, err
+	}
+	return logger(*level)
+}
+
 func logger(level string) (*slog.Logger, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
@@ -205,10 +213,7 @@ func runState(ctx context.Context, args []string) error {
 	lease := f.Duration("lease", 5*time.Second, "drop a member silent this long")
 	grpcCfg := clusterFlags(f)
 	level := f.String("log-level", "info", "debug, info, warn or error")
-	if err := f.Parse(args); err != nil {
-		return err
-	}
-	log, err := logger(*level)
+	log, err := parseLogged(f, args, level)
 	if err != nil {
 		return err
 	}
@@ -226,10 +231,7 @@ func runBroker(ctx context.Context, args []string) error {
 	drain := f.Duration("drain-timeout", 30*time.Second, "longest a SIGTERM drain may take")
 	grpcCfg := clusterFlags(f)
 	level := f.String("log-level", "info", "debug, info, warn or error")
-	if err := f.Parse(args); err != nil {
-		return err
-	}
-	log, err := logger(*level)
+	log, err := parseLogged(f, args, level)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -103,6 +104,7 @@ func TestSlowLinkIsCut(t *testing.T) {
 	}
 	payload := strings.Repeat("p", 1000)
 	received := make(chan int, 1)
+	var count atomic.Int64
 	go func() {
 		n := 0
 		for n < 8000 {
@@ -111,6 +113,7 @@ func TestSlowLinkIsCut(t *testing.T) {
 				break
 			}
 			n += len(r.Deliveries)
+			count.Store(int64(n))
 		}
 		received <- n
 	}()
@@ -124,6 +127,11 @@ func TestSlowLinkIsCut(t *testing.T) {
 		}
 		if _, err := pub.Recv(); err != nil {
 			t.Fatal(err)
+		}
+		// Pace the publisher to the good link, whose queue then stays far
+		// below the limit; only the link that never reads passes it.
+		for deadline := time.Now().Add(5 * time.Second); count.Load() < int64((i+1)*100) && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
 		}
 	}
 	if n := <-received; n != 8000 {

@@ -11,11 +11,11 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
 	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/pkg/member"
+	"github.com/scc-k8s/scc/pkg/ops"
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
 
@@ -103,20 +103,6 @@ func Start(cfg ServiceConfig) (*Node, error) {
 	n.gs = grpc.NewServer(opts...)
 	sccv1.RegisterBrokerServer(n.gs, n.srv)
 	go func() { _ = n.gs.Serve(ln); close(n.served) }()
-	if cfg.HTTPListen != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-			if !n.mem.Joined() {
-				http.Error(w, "not joined", http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = w.Write([]byte("ok\n"))
-		})
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		n.hs = &http.Server{Addr: cfg.HTTPListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = n.hs.ListenAndServe() }()
-	}
 	adv := cfg.Advertise
 	if adv == "" {
 		adv = member.AdvertiseAddr(ln.Addr().String())
@@ -131,6 +117,9 @@ func Start(cfg ServiceConfig) (*Node, error) {
 	if err != nil {
 		n.gs.Stop()
 		return nil, err
+	}
+	if cfg.HTTPListen != "" { // after the membership exists: /readyz asks it
+		n.hs = ops.Serve(cfg.HTTPListen, ops.Handler(reg, n.mem.Joined))
 	}
 	n.log.Info("broker serving", "addr", ln.Addr().String(), "advertise", adv, "state", cfg.StateAddr)
 	return n, nil

@@ -6,13 +6,12 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 
 	"github.com/scc-k8s/scc/pkg/grpcx"
+	"github.com/scc-k8s/scc/pkg/ops"
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
 
@@ -63,12 +62,7 @@ func Start(cfg ServiceConfig) (*Node, error) {
 	sccv1.RegisterStateServer(n.gs, n.srv)
 	go func() { _ = n.gs.Serve(ln); close(n.served) }()
 	if cfg.HTTPListen != "" {
-		mux := http.NewServeMux()
-		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		n.hs = &http.Server{Addr: cfg.HTTPListen, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() { _ = n.hs.ListenAndServe() }()
+		n.hs = ops.Serve(cfg.HTTPListen, ops.Handler(reg, nil))
 	}
 	n.srv.log.Info("state serving", "addr", ln.Addr().String())
 	return n, nil

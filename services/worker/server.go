@@ -44,6 +44,7 @@ import (
 
 	"github.com/scc-k8s/scc/pkg/auth"
 	"github.com/scc-k8s/scc/pkg/codec"
+	"github.com/scc-k8s/scc/pkg/ops"
 )
 
 // Close codes of the SocketCluster protocol and of this server.
@@ -486,20 +487,10 @@ func (s *Server) Close() error {
 	return nil
 }
 
-// HealthHandler serves /healthz (alive) and /readyz (accepting).
+// HealthHandler serves /healthz (alive) and /readyz (accepting, and ready,
+// when set, holds).
 func (s *Server) HealthHandler(ready func() bool) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !s.Ready() || (ready != nil && !ready()) {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
-	})
-	return mux
+	return ops.Handler(nil, func() bool { return s.Ready() && (ready == nil || ready()) })
 }
 
 func remoteAddr(r *http.Request) string {

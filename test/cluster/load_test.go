@@ -170,26 +170,7 @@ func (l *load) finish() (sent, acked, failed, missing, dups, reordered int) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	expect := func() int {
-		missing := 0
-		for _, p := range l.pubs {
-			p.mu.Lock()
-			for seq, ch := range p.acked {
-				for _, s := range l.subs {
-					if !s.chans[ch] {
-						continue
-					}
-					s.mu.Lock()
-					if s.got[key(p.id, seq)] == 0 {
-						missing++
-					}
-					s.mu.Unlock()
-				}
-			}
-			p.mu.Unlock()
-		}
-		return missing
-	}
+	expect := func() int { return len(l.misses()) }
 	// Wait for deliveries to stop arriving (or for nothing to be missing).
 	for last, still := -1, 0; time.Now().Before(deadline) && still < 4; {
 		time.Sleep(50 * time.Millisecond)
