@@ -48,7 +48,7 @@ func Decode(msg []byte, dst []Frame) (frames []Frame, batch, raw bool) {
 	if i == len(msg) || (msg[i] != '{' && msg[i] != '[') {
 		return dst, false, true
 	}
-	if !json.Valid(msg) {
+	if !Valid(msg) {
 		return dst, false, true
 	}
 	v := trimSpace(msg)
@@ -80,7 +80,7 @@ func decodeObject(v []byte) Frame {
 		case keyIs(key, "event"):
 			f.Event, f.HasEvent = "", false
 			if val[0] == '"' {
-				f.Event, f.HasEvent = unquote(val)
+				f.Event, f.HasEvent = eventName(val)
 			}
 		case keyIs(key, "cid"):
 			f.CID = nil
@@ -100,4 +100,21 @@ func decodeObject(v []byte) Frame {
 		return true
 	})
 	return f
+}
+
+// knownEvents are the event names of the protocol itself: decoding one of
+// them returns this string instead of allocating a copy.
+var knownEvents = []string{"#publish", "#subscribe", "#unsubscribe", "#handshake", "#authenticate",
+	"#removeAuthToken", "#setAuthToken", "#kickOut", "#disconnect"}
+
+func eventName(q []byte) (string, bool) {
+	body := q[1 : len(q)-1]
+	if len(body) > 0 && body[0] == '#' {
+		for _, e := range knownEvents {
+			if string(body) == e {
+				return e, true
+			}
+		}
+	}
+	return unquote(q)
 }

@@ -1,13 +1,15 @@
 package codec
 
 import (
+	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
 )
 
 // The helpers in this file walk JSON that has already been validated
-// (json.Valid). They never allocate on the common path and treat keys
+// (Valid). They never allocate on the common path and treat keys
 // case-sensitively, as JavaScript does (encoding/json would not).
 
 func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
@@ -20,9 +22,23 @@ func skipSpace(b []byte, i int) int {
 }
 
 // skipString returns the index just past the string that starts at b[i] == '"'.
+// It looks at eight bytes at a time for the quote or backslash that ends a
+// run of plain content.
 func skipString(b []byte, i int) int {
 	i++
-	for i < len(b) {
+	for {
+		for len(b)-i >= 8 {
+			x := binary.LittleEndian.Uint64(b[i:])
+			q, s := x^(ones*'"'), x^(ones*'\\')
+			if m := ((q - ones) &^ q & highs) | ((s - ones) &^ s & highs); m != 0 {
+				i += bits.TrailingZeros64(m) >> 3
+				break
+			}
+			i += 8
+		}
+		if i >= len(b) {
+			return len(b)
+		}
 		switch b[i] {
 		case '\\':
 			i += 2
@@ -32,7 +48,6 @@ func skipString(b []byte, i int) int {
 			i++
 		}
 	}
-	return len(b)
 }
 
 // skipValue returns the index just past the value that starts at b[i].
