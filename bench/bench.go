@@ -301,7 +301,7 @@ func (r *runner) measure(ctx context.Context, conns int) error {
 // acked publishes outstanding or publishes at a fixed rate.
 func (r *runner) fanout(ctx context.Context, subs, inFlight, rate int) error {
 	const ch = "bench-fanout"
-	if err := r.subscribers(ctx, subs, func(int) string { return ch }); err != nil {
+	if _, err := r.subscribers(ctx, subs, func(int) string { return ch }); err != nil {
 		return err
 	}
 	pub, err := r.dial(ctx)
@@ -360,7 +360,10 @@ func (r *runner) keepInFlight(c conn, n int, stop chan struct{}, channel func(i 
 	}
 }
 
-func (r *runner) subscribers(ctx context.Context, n int, channel func(i int) string) error {
+// subscribers opens n connections, the i-th subscribed to channel(i),
+// and returns them in that order.
+func (r *runner) subscribers(ctx context.Context, n int, channel func(i int) string) ([]conn, error) {
+	conns := make([]conn, n)
 	errc := make(chan error, n)
 	sem := make(chan struct{}, 64)
 	for i := 0; i < n; i++ {
@@ -369,6 +372,7 @@ func (r *runner) subscribers(ctx context.Context, n int, channel func(i int) str
 			defer func() { <-sem }()
 			c, err := r.dial(ctx)
 			if err == nil {
+				conns[i] = c
 				err = c.Subscribe(ctx, channel(i), func(_ string, d json.RawMessage) { r.received(d) })
 			}
 			errc <- err
@@ -376,22 +380,20 @@ func (r *runner) subscribers(ctx context.Context, n int, channel func(i int) str
 	}
 	for i := 0; i < n; i++ {
 		if err := <-errc; err != nil {
-			return fmt.Errorf("bench: subscriber: %w", err)
+			return nil, fmt.Errorf("bench: subscriber: %w", err)
 		}
 	}
-	return nil
+	return conns, nil
 }
 
 // channels: n connections, each subscribed to its own channel and
 // publishing to it with inFlight outstanding.
 func (r *runner) channels(ctx context.Context, n, inFlight int) error {
 	name := func(i int) string { return "bench-ch-" + strconv.Itoa(i) }
-	if err := r.subscribers(ctx, n, name); err != nil {
+	cs, err := r.subscribers(ctx, n, name)
+	if err != nil {
 		return err
 	}
-	r.mu.Lock()
-	cs := append([]conn(nil), r.clients...)
-	r.mu.Unlock()
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	for i, c := range cs {
@@ -399,7 +401,7 @@ func (r *runner) channels(ctx context.Context, n, inFlight int) error {
 		ch := name(i)
 		go func() { defer wg.Done(); r.keepInFlight(c, inFlight, stop, func(int) string { return ch }) }()
 	}
-	err := r.measure(ctx, n)
+	err = r.measure(ctx, n)
 	close(stop)
 	wg.Wait()
 	return err

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -129,5 +130,25 @@ func TestSpreadOverServers(t *testing.T) {
 	}
 	if res.Delivered == 0 || res.Errors > 0 {
 		t.Fatalf("%+v", res)
+	}
+}
+
+func TestChannelsPublishToOwnChannel(t *testing.T) {
+	// Every connection of the channels scenario publishes to the channel it
+	// subscribed to: the server refuses any other publish.
+	url := server(t, func(s *worker.Server) {
+		s.UseInbound(func(a *worker.Action) error {
+			if a.Type == worker.ActionPublishIn && !a.Socket.IsSubscribed(a.Channel) {
+				return errors.New("publish to a channel this socket is not subscribed to")
+			}
+			return nil
+		})
+	})
+	res, err := Run(t.Context(), quick(url, "channels", 40))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Delivered == 0 || res.Errors > 0 {
+		t.Fatalf("delivered %d, errors %d", res.Delivered, res.Errors)
 	}
 }
