@@ -186,3 +186,30 @@ func TestSlowConsumer(t *testing.T) {
 	eventually(t, func() bool { return metric(t, s, "scc_worker_slow_consumer_closes_total") == "1" }, "slow consumer counted")
 	eventually(t, func() bool { return s.Clients() == 1 }, "slow consumer closed")
 }
+
+func TestWriteTimeout(t *testing.T) {
+	// A peer that stops reading with less queued than MaxPendingBytes: the
+	// server's write blocks once the socket buffers are full, and the
+	// sweeper cuts it after WriteTimeout (not the slow-consumer limit).
+	s := startServer(t, worker.Config{MaxPendingBytes: 1 << 30, WriteTimeout: 300 * time.Millisecond}, nil)
+	stuck, _, err := websocket.DefaultDialer.Dial(s.URL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stuck.Close()
+	_ = stuck.WriteMessage(websocket.TextMessage, []byte(`[{"event":"#handshake","data":{},"cid":1},{"event":"#subscribe","data":{"channel":"firehose"},"cid":2}]`))
+	eventually(t, func() bool { return metric(t, s, "scc_worker_subscriptions") == "1" }, "subscribed")
+	good := s.connect(t)
+
+	payload := []byte(`"` + strings.Repeat("z", 64<<10) + `"`)
+	for i := 0; i < 1000 && s.Clients() == 2; i++ { // up to 64 MB, more than any socket buffer
+		s.Exchange().PublishAsync("firehose", payload, nil)
+		time.Sleep(time.Millisecond)
+	}
+	eventually(t, func() bool { return s.Clients() == 1 }, "stuck writer cut")
+	if got := metric(t, s, "scc_worker_slow_consumer_closes_total"); got != "0" {
+		t.Fatalf("closed as a slow consumer (%s), not by the write timeout", got)
+	}
+	good.Send(`{"event":"#subscribe","data":{"channel":"after"},"cid":2}`)
+	good.Expect(`{"rid":2}`)
+}

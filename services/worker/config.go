@@ -58,7 +58,8 @@ type Config struct {
 	// InboundRate throttles reading from one socket to this many messages
 	// per second (the rest wait in TCP buffers). Default 0: no limit.
 	InboundRate float64
-	// WriteTimeout bounds one write to a socket. Default 10s.
+	// WriteTimeout bounds one write to a socket (checked by the sweeper, so
+	// up to a quarter of it, at most 1s, late). Default 10s.
 	WriteTimeout time.Duration
 
 	// Auth configures JWT signing and verification. Auth.Key is required

@@ -135,6 +135,7 @@ type Server struct {
 
 	draining atomic.Bool
 	stop     chan struct{}
+	writers  *writers
 	stopOnce sync.Once
 	sweeper  sync.WaitGroup
 }
@@ -161,6 +162,7 @@ func NewServer(cfg Config) (*Server, error) {
 		sockets: make(map[*Socket]struct{}),
 		stop:    make(chan struct{}),
 	}
+	s.writers = newWriters(s.stop)
 	reg := cfg.Registerer
 	if reg == nil {
 		s.registry = prometheus.NewRegistry()
@@ -414,11 +416,11 @@ func (s *Server) snapshotSockets(dst []*Socket) []*Socket {
 	return dst
 }
 
-// sweep pings sockets and enforces the ping and handshake timeouts. One
+// sweep pings sockets and enforces the ping, handshake and write timeouts. One
 // goroutine serves every socket, so an idle connection costs no timer.
 func (s *Server) sweep() {
 	defer s.sweeper.Done()
-	tick := min(s.cfg.PingInterval, s.cfg.PingTimeout, s.cfg.HandshakeTimeout) / 4
+	tick := min(s.cfg.PingInterval, s.cfg.PingTimeout, s.cfg.HandshakeTimeout, s.cfg.WriteTimeout) / 4
 	tick = max(min(tick, time.Second), 5*time.Millisecond)
 	t := time.NewTicker(tick)
 	defer t.Stop()
