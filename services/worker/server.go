@@ -51,6 +51,8 @@ import (
 const (
 	CloseNormal            = 1000
 	CloseGoingAway         = 1001
+	CloseProtocolError     = 1002
+	CloseNoStatus          = 1005
 	CloseAbnormal          = 1006
 	CloseMessageTooBig     = 1009
 	ClosePingTimeout       = 4000 // sent by clients; see CloseDraining
@@ -179,7 +181,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.origins = append(s.origins, o)
 	}
 	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  1024,
+		ReadBufferSize:  1, // gorilla's reader is not used (wsread.go)
 		WriteBufferSize: 16 << 10,
 		WriteBufferPool: &sync.Pool{},
 		CheckOrigin:     func(*http.Request) bool { return true }, // checked in ServeHTTP
@@ -342,7 +344,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.metrics.handshakeReject.Inc()
 		return // the upgrader has answered
 	}
-	sock := s.newSocket(conn, r)
+	sock := s.newSocket(conn, keptRequest(r))
 	s.readers.Add(1)
 	// The reader gets a fresh goroutine and this one returns: net/http then
 	// lets go of its per-connection state (buffered reader and writer,
@@ -351,6 +353,17 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		defer s.readers.Done()
 		sock.readLoop()
 	}()
+}
+
+// keptRequest is what a socket keeps of its upgrade request for its
+// lifetime: the request line, headers and addresses, without net/http's
+// per-request context chain and parsing state (about 1 KiB per idle
+// connection).
+func keptRequest(r *http.Request) *http.Request {
+	return &http.Request{
+		Method: r.Method, URL: r.URL, Proto: r.Proto, ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor,
+		Header: r.Header, Host: r.Host, RemoteAddr: r.RemoteAddr, RequestURI: r.RequestURI, TLS: r.TLS,
+	}
 }
 
 // originAllowed applies the origins option as socketcluster-server does.

@@ -32,6 +32,7 @@ type Socket struct {
 	srv     *Server
 	id      string
 	conn    *websocket.Conn
+	rd      *wsReader
 	req     *http.Request
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -103,7 +104,7 @@ func (srv *Server) newSocket(conn *websocket.Conn, r *http.Request) *Socket {
 	}
 	s.lastSeen.Store(now.UnixNano())
 	s.lastPing.Store(now.UnixNano())
-	conn.SetReadLimit(srv.cfg.MaxPayload)
+	s.rd = newWSReader(conn.NetConn(), conn, srv.cfg.MaxPayload)
 	srv.addSocket(s)
 	return s
 }
@@ -153,17 +154,21 @@ func (s *Socket) Get(key any) any {
 func (s *Socket) readLoop() {
 	defer s.finish()
 	for {
-		_, msg, err := s.conn.ReadMessage()
+		msg, err := s.rd.next()
 		if err != nil {
 			code := CloseAbnormal
 			reason := ""
 			var ce *websocket.CloseError
+			var pe errProtocol
 			switch {
 			case errors.As(err, &ce):
 				code, reason = ce.Code, ce.Text
 			case errors.Is(err, websocket.ErrReadLimit):
 				code = CloseMessageTooBig
 				s.srv.metrics.badMessages.WithLabelValues("too_big").Inc()
+			case errors.As(err, &pe):
+				code, reason = CloseProtocolError, string(pe)
+				s.srv.metrics.badMessages.WithLabelValues("bad_frame").Inc()
 			}
 			s.markClosed(code, reason)
 			return
@@ -1135,6 +1140,7 @@ func (s *Socket) tick(now time.Time) {
 // finish runs once on the reader goroutine when the connection is gone.
 func (s *Socket) finish() {
 	s.conn.Close()
+	s.rd.drop()
 	s.markClosed(CloseAbnormal, "")
 	q := &s.out
 	q.mu.Lock()
