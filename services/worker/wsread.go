@@ -44,7 +44,7 @@ func (e errProtocol) Error() string { return "websocket: protocol error: " + str
 // wsReader reads one client's frames.
 type wsReader struct {
 	conn       net.Conn
-	ws         controlWriter // for control replies (pong, close echo)
+	ws         controlWriter   // for control replies (pong, close echo)
 	raw        syscall.RawConn // nil when conn is not a plain socket (TLS)
 	maxPayload int64
 
