@@ -37,7 +37,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -122,7 +121,6 @@ type Server struct {
 	hub      *hub
 	metrics  *metrics
 	registry *prometheus.Registry
-	upgrader websocket.Upgrader
 	origins  []string
 	allowAll bool
 	exchange *Exchange
@@ -179,15 +177,6 @@ func NewServer(cfg Config) (*Server, error) {
 			s.allowAll = true
 		}
 		s.origins = append(s.origins, o)
-	}
-	s.upgrader = websocket.Upgrader{
-		ReadBufferSize:  1, // gorilla's reader is not used (wsread.go)
-		WriteBufferSize: 16 << 10,
-		WriteBufferPool: &sync.Pool{},
-		CheckOrigin:     func(*http.Request) bool { return true }, // checked in ServeHTTP
-		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			http.Error(w, reason.Error(), status)
-		},
 	}
 	factory := cfg.Broker
 	if factory == nil {
@@ -339,12 +328,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	conn, err := s.upgrader.Upgrade(w, r, nil)
+	ws, err := upgrade(w, r)
 	if err != nil {
 		s.metrics.handshakeReject.Inc()
-		return // the upgrader has answered
+		return // upgrade has answered
 	}
-	sock := s.newSocket(conn, keptRequest(r))
+	sock := s.newSocket(ws, keptRequest(r))
 	s.readers.Add(1)
 	// The reader gets a fresh goroutine and this one returns: net/http then
 	// lets go of its per-connection state (buffered reader and writer,
@@ -480,7 +469,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 		for _, sock := range s.snapshotSockets(nil) {
-			sock.conn.Close()
+			sock.ws.nc.Close()
 		}
 	}
 	s.Close()
@@ -494,7 +483,7 @@ func (s *Server) Close() error {
 	s.stopOnce.Do(func() {
 		close(s.stop)
 		for _, sock := range s.snapshotSockets(nil) {
-			sock.conn.Close()
+			sock.ws.nc.Close()
 		}
 		s.sweeper.Wait()
 		_ = s.broker.Close()

@@ -9,31 +9,39 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
-
-	"github.com/gorilla/websocket"
 )
 
-// The worker reads client frames itself (RFC 6455, section 5) instead of
-// through gorilla's reader; gorilla still does the upgrade and every
-// write. Two reasons, both per connection:
+// The worker reads client frames itself (RFC 6455, section 5), for two
+// reasons, both per connection:
 //
 //   - An idle socket holds no read buffer. Bytes are read into a pooled
 //     buffer that goes back to the pool whenever it is empty, so a
 //     connection waiting for its client costs no buffer at all.
 //   - An idle socket's goroutine waits with a shallow stack: it parks in
 //     the runtime's poller straight from readLoop (syscall.RawConn), not
-//     under gorilla's frame reader and a bufio.Reader, so the garbage
-//     collector can shrink it to the 2 KiB minimum.
+//     under a frame reader and a bufio.Reader.
 //
 // A message is copied out of the buffer into one allocation of its exact
-// size (gorilla's ReadMessage grew a buffer through io.ReadAll), because
-// handlers and the broker may keep it.
+// size, because handlers and the broker may keep it.
 
 // readBufSize is the pooled read buffer; bigger payloads are read straight
 // into their message.
 const readBufSize = 8 << 10
 
 var readBufs = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+
+// closeError is the peer's close frame.
+type closeError struct {
+	code int
+	text string
+}
+
+func (e *closeError) Error() string {
+	return "websocket: closed by the client: " + itoa(e.code) + " " + e.text
+}
+
+// errReadLimit is a message bigger than Config.MaxPayload.
+var errReadLimit = errors.New("websocket: message over the read limit")
 
 // errProtocol is a frame that breaks RFC 6455: the socket answers it with
 // close code 1002.
@@ -59,8 +67,7 @@ type wsReader struct {
 	err    error
 }
 
-// controlWriter sends control frames (a *websocket.Conn: safe to call
-// alongside its other writers).
+// controlWriter sends control frames (a *wsConn).
 type controlWriter interface {
 	WriteControl(messageType int, data []byte, deadline time.Time) error
 }
@@ -182,9 +189,9 @@ func (rd *wsReader) fill(p []byte) error {
 }
 
 // next returns the next data message, answering pings and the peer's
-// close frame on the way. A *websocket.CloseError reports the peer's
-// close; websocket.ErrReadLimit a message over maxPayload (after sending
-// 1009); errProtocol a broken frame (after sending 1002).
+// close frame on the way. A *closeError reports the peer's
+// close; errReadLimit a message over maxPayload (after sending 1009);
+// errProtocol a broken frame (after sending 1002).
 func (rd *wsReader) next() ([]byte, error) {
 	var msg []byte
 	fragmented := false
@@ -225,7 +232,7 @@ func (rd *wsReader) next() ([]byte, error) {
 		rd.r += hlen
 
 		switch op {
-		case websocket.CloseMessage, websocket.PingMessage, websocket.PongMessage:
+		case opClose, opPing, opPong:
 			if !fin || size > 125 {
 				return nil, rd.protocolError("fragmented or oversized control frame")
 			}
@@ -240,11 +247,11 @@ func (rd *wsReader) next() ([]byte, error) {
 				return nil, err
 			}
 			continue
-		case 0: // continuation
+		case opContinuation:
 			if !fragmented {
 				return nil, rd.protocolError("continuation frame without a message")
 			}
-		case websocket.TextMessage, websocket.BinaryMessage:
+		case opText, opBinary:
 			if fragmented {
 				return nil, rd.protocolError("new message inside a fragmented one")
 			}
@@ -253,9 +260,8 @@ func (rd *wsReader) next() ([]byte, error) {
 		}
 
 		if int64(len(msg))+size > rd.maxPayload {
-			_ = rd.ws.WriteControl(websocket.CloseMessage,
-				websocket.FormatCloseMessage(CloseMessageTooBig, ""), time.Now().Add(time.Second))
-			return nil, websocket.ErrReadLimit
+			_ = rd.ws.WriteControl(opClose, closePayload(CloseMessageTooBig, ""), time.Now().Add(time.Second))
+			return nil, errReadLimit
 		}
 		start := len(msg)
 		if msg == nil && fin {
@@ -278,15 +284,11 @@ func (rd *wsReader) next() ([]byte, error) {
 // control handles a ping, pong or close frame from the client.
 func (rd *wsReader) control(op int, payload []byte) error {
 	switch op {
-	case websocket.PingMessage:
-		err := rd.ws.WriteControl(websocket.PongMessage, payload, time.Now().Add(time.Second))
-		if err != nil && !errors.Is(err, websocket.ErrCloseSent) {
-			var ne net.Error
-			if !errors.As(err, &ne) || !ne.Timeout() {
-				return err
-			}
+	case opPing:
+		if err := rd.ws.WriteControl(opPong, payload, time.Now().Add(time.Second)); err != nil {
+			return err
 		}
-	case websocket.CloseMessage:
+	case opClose:
 		code, text := CloseNoStatus, ""
 		if len(payload) == 1 {
 			return rd.protocolError("close frame of one byte")
@@ -300,19 +302,14 @@ func (rd *wsReader) control(op int, payload []byte) error {
 				return rd.protocolError("invalid UTF-8 in close frame")
 			}
 		}
-		echo := []byte{}
-		if code != CloseNoStatus {
-			echo = websocket.FormatCloseMessage(code, "")
-		}
-		_ = rd.ws.WriteControl(websocket.CloseMessage, echo, time.Now().Add(time.Second))
-		return &websocket.CloseError{Code: code, Text: text}
+		_ = rd.ws.WriteControl(opClose, closePayload(code, ""), time.Now().Add(time.Second))
+		return &closeError{code: code, text: text}
 	}
 	return nil // pongs need no answer
 }
 
 func (rd *wsReader) protocolError(what string) error {
-	_ = rd.ws.WriteControl(websocket.CloseMessage,
-		websocket.FormatCloseMessage(CloseProtocolError, what), time.Now().Add(time.Second))
+	_ = rd.ws.WriteControl(opClose, closePayload(CloseProtocolError, what), time.Now().Add(time.Second))
 	return errProtocol(what)
 }
 

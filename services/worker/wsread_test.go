@@ -137,8 +137,8 @@ func TestReaderMessages(t *testing.T) {
 			}
 		}
 		_, err := rd.next()
-		var ce *websocket.CloseError
-		if !errors.As(err, &ce) || ce.Code != 4321 || ce.Text != "bye" {
+		var ce *closeError
+		if !errors.As(err, &ce) || ce.code != 4321 || ce.text != "bye" {
 			t.Fatalf("plain=%v: close: %v", plain, err)
 		}
 		if got := ctl.list(); got != "pong:p1 close/4321" {
@@ -177,9 +177,9 @@ func TestReaderRejects(t *testing.T) {
 		rd, client, ctl := readerPair(t, 1000, false)
 		client.Write(c.input)
 		_, err := rd.next()
-		var ce *websocket.CloseError
+		var ce *closeError
 		switch {
-		case c.close != 0 && (!errors.As(err, &ce) || ce.Code != c.close):
+		case c.close != 0 && (!errors.As(err, &ce) || ce.code != c.close):
 			t.Errorf("%s: %v, want close %d", c.name, err, c.close)
 		case c.close == 0 && (err == nil || errors.As(err, &ce)):
 			t.Errorf("%s: %v, want an error", c.name, err)
