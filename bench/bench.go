@@ -214,8 +214,9 @@ func (r *runner) payload(now time.Time) json.RawMessage {
 }
 
 // received counts a delivery the tool actually got and records its
-// latency when measuring.
-func (r *runner) received(data json.RawMessage) {
+// latency, from the publish time in the payload to when the message
+// carrying it was read, when measuring.
+func (r *runner) received(data json.RawMessage, at time.Time) {
 	if !r.measuring.Load() {
 		return
 	}
@@ -235,7 +236,7 @@ func (r *runner) received(data json.RawMessage) {
 		return
 	}
 	r.delivered.Add(1)
-	d := time.Since(time.Unix(0, ns))
+	d := at.Sub(time.Unix(0, ns))
 	r.latMu.Lock()
 	if len(r.lat) < 2_000_000 {
 		r.lat = append(r.lat, d)
@@ -373,7 +374,7 @@ func (r *runner) subscribers(ctx context.Context, n int, channel func(i int) str
 			c, err := r.dial(ctx)
 			if err == nil {
 				conns[i] = c
-				err = c.Subscribe(ctx, channel(i), func(_ string, d json.RawMessage) { r.received(d) })
+				err = c.Subscribe(ctx, channel(i), func(_ string, d json.RawMessage) { r.received(d, c.ReceivedAt()) })
 			}
 			errc <- err
 		}()
@@ -408,8 +409,9 @@ func (r *runner) channels(ctx context.Context, n, inFlight int) error {
 }
 
 // churn: one connection subscribing and unsubscribing fresh channels as
-// fast as subscribe acks return; an operation is one subscribe plus its
-// unsubscribe.
+// fast as subscribe acks return (64 outstanding); an operation is one
+// acknowledged subscribe plus its unsubscribe. The pipeline runs on
+// callbacks, so the tool spends nothing on goroutines per operation.
 func (r *runner) churn(ctx context.Context) error {
 	c, err := r.dial(ctx)
 	if err != nil {
@@ -421,16 +423,20 @@ func (r *runner) churn(ctx context.Context) error {
 	go func() {
 		defer close(done)
 		slots := make(chan struct{}, 64)
+		nop := func(string, json.RawMessage) {}
 		for i := 0; ; i++ {
 			select {
 			case <-stop:
+				for range cap(slots) { // the outstanding ones
+					slots <- struct{}{}
+				}
 				return
 			case slots <- struct{}{}:
 			}
 			ch := "bench-churn-" + strconv.Itoa(i)
-			go func() {
+			c.SubscribeAsync(ch, nop, func(err error) {
 				defer func() { <-slots }()
-				if err := c.Subscribe(ctx, ch, func(string, json.RawMessage) {}); err != nil {
+				if err != nil {
 					r.errs.Add(1)
 					return
 				}
@@ -441,7 +447,7 @@ func (r *runner) churn(ctx context.Context) error {
 				if r.measuring.Load() {
 					ops.Add(1)
 				}
-			}()
+			})
 		}
 	}()
 	err = r.measure(ctx, 1)

@@ -7,17 +7,24 @@ import (
 	"errors"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/scc-k8s/scc/pkg/codec"
 )
 
 // conn is what a scenario needs of a connection; the SocketCluster client
 // and the Centrifugo adapter both provide it.
 type conn interface {
 	Subscribe(ctx context.Context, channel string, handler func(channel string, data json.RawMessage)) error
+	SubscribeAsync(channel string, handler func(channel string, data json.RawMessage), done func(error))
 	Unsubscribe(channel string) error
 	PublishAsync(channel string, data json.RawMessage, done func(error))
+	// ReceivedAt is when the message being handled was read (inside a
+	// channel handler: the publication's arrival).
+	ReceivedAt() time.Time
 	Close()
 }
 
@@ -37,6 +44,8 @@ type cfConn struct {
 	writing  bool
 	closed   bool
 	done     chan struct{}
+
+	receivedAt atomic.Int64 // written by the read loop only
 }
 
 func dialCentrifugo(ctx context.Context, url string, onDown func()) (*cfConn, error) {
@@ -130,6 +139,14 @@ func (c *cfConn) Subscribe(ctx context.Context, channel string, handler func(str
 	return c.call(ctx, "subscribe", json.RawMessage(`{"channel":`+quote(channel)+`}`))
 }
 
+// SubscribeAsync implements conn.
+func (c *cfConn) SubscribeAsync(channel string, handler func(string, json.RawMessage), done func(error)) {
+	c.mu.Lock()
+	c.handlers[channel] = handler
+	c.mu.Unlock()
+	c.command("subscribe", json.RawMessage(`{"channel":`+quote(channel)+`}`), done)
+}
+
 func (c *cfConn) Unsubscribe(channel string) error {
 	c.mu.Lock()
 	delete(c.handlers, channel)
@@ -154,16 +171,8 @@ func (c *cfConn) Close() {
 	<-c.done
 }
 
-type cfReply struct {
-	ID    int                       `json:"id"`
-	Error *struct{ Message string } `json:"error"`
-	Push  *struct {
-		Channel string `json:"channel"`
-		Pub     *struct {
-			Data json.RawMessage `json:"data"`
-		} `json:"pub"`
-	} `json:"push"`
-}
+// ReceivedAt implements conn.
+func (c *cfConn) ReceivedAt() time.Time { return time.Unix(0, c.receivedAt.Load()) }
 
 func (c *cfConn) readLoop() {
 	defer close(c.done)
@@ -183,7 +192,8 @@ func (c *cfConn) readLoop() {
 			}
 			return
 		}
-		for _, line := range bytes.Split(msg, []byte("\n")) {
+		c.receivedAt.Store(time.Now().UnixNano())
+		for line := range bytes.SplitSeq(msg, []byte("\n")) {
 			line = bytes.TrimSpace(line)
 			if len(line) == 0 {
 				continue
@@ -192,27 +202,33 @@ func (c *cfConn) readLoop() {
 				c.send([]byte("{}"))
 				continue
 			}
-			var r cfReply
-			if json.Unmarshal(line, &r) != nil {
+			// Replies are read with the same scanner as SocketCluster
+			// frames, so both protocols cost the tool alike.
+			if !codec.Valid(line) {
 				continue
 			}
-			if r.Push != nil && r.Push.Pub != nil {
+			if push, ok := codec.Field(line, "push"); ok {
+				ch, _ := codec.String(fieldOf(push, "channel"))
+				data, ok := codec.Field(fieldOf(push, "pub"), "data")
 				c.mu.Lock()
-				h := c.handlers[r.Push.Channel]
+				h := c.handlers[ch]
 				c.mu.Unlock()
-				if h != nil {
-					h(r.Push.Channel, r.Push.Pub.Data)
+				if h != nil && ok {
+					h(ch, data)
 				}
 				continue
 			}
-			if r.ID != 0 {
+			id, _ := codec.Int(fieldOf(line, "id"))
+			errMsg, failed := codec.Field(line, "error")
+			if id != 0 {
 				c.mu.Lock()
-				done := c.calls[r.ID]
-				delete(c.calls, r.ID)
+				done := c.calls[int(id)]
+				delete(c.calls, int(id))
 				c.mu.Unlock()
 				if done != nil {
-					if r.Error != nil {
-						done(errors.New("centrifugo: " + r.Error.Message))
+					if failed {
+						m, _ := codec.String(fieldOf(errMsg, "message"))
+						done(errors.New("centrifugo: " + m))
 					} else {
 						done(nil)
 					}
@@ -220,4 +236,9 @@ func (c *cfConn) readLoop() {
 			}
 		}
 	}
+}
+
+func fieldOf(obj json.RawMessage, name string) json.RawMessage {
+	v, _ := codec.Field(obj, name)
+	return v
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"sync"
@@ -71,6 +72,10 @@ func (e *CloseError) Error() string {
 // Client is a SocketCluster client connection that reconnects on its own.
 type Client struct {
 	opts Options
+
+	// receivedAt is when the message being dispatched was read (unix
+	// nanos); only the read loop writes it.
+	receivedAt atomic.Int64
 
 	mu        sync.Mutex
 	conn      *websocket.Conn
@@ -428,9 +433,10 @@ func (c *Client) readLoop(conn *websocket.Conn, st Status) *CloseError {
 		ping, pong = "#1", "#2"
 	}
 	var frames []codec.Frame
+	var scratch []byte
 	for {
 		_ = conn.SetReadDeadline(time.Now().Add(pingTimeout + time.Second))
-		_, msg, err := conn.ReadMessage()
+		msg, err := readMessage(conn, &scratch)
 		if err != nil {
 			conn.Close()
 			var ce *websocket.CloseError
@@ -443,6 +449,7 @@ func (c *Client) readLoop(conn *websocket.Conn, st Status) *CloseError {
 			}
 			return &CloseError{Code: 1006, Reason: err.Error()}
 		}
+		c.receivedAt.Store(time.Now().UnixNano())
 		if string(msg) == ping {
 			_ = c.write(conn, []byte(pong))
 			continue
@@ -483,8 +490,7 @@ func (c *Client) handleResponse(f *codec.Frame) {
 func (c *Client) handleEvent(f *codec.Frame) {
 	switch f.Event {
 	case "#publish":
-		name, _ := codec.String(fieldOf(f.Data, "channel"))
-		data, _ := codec.Field(f.Data, "data")
+		name, data, _ := codec.Publish(f.Data)
 		c.mu.Lock()
 		ch := c.channels[name]
 		c.mu.Unlock()
@@ -548,6 +554,41 @@ func (c *Client) handleEvent(f *codec.Frame) {
 	if recv != nil {
 		recv(f.Data)
 	}
+}
+
+// ReceivedAt is when the message whose frames are being handled was read
+// from the connection: inside a channel handler, the arrival time of the
+// publication (a batch's frames share it).
+func (c *Client) ReceivedAt() time.Time {
+	return time.Unix(0, c.receivedAt.Load())
+}
+
+// readMessage reads one message through a scratch buffer kept across
+// reads and returns it in one allocation of its exact size (handlers may
+// keep what they are given); ReadMessage would grow it step by step.
+func readMessage(conn *websocket.Conn, scratch *[]byte) ([]byte, error) {
+	_, r, err := conn.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	b := (*scratch)[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if cap(b) <= 1<<20 {
+		*scratch = b
+	}
+	return append([]byte(nil), b...), nil
 }
 
 func fieldOf(obj json.RawMessage, name string) json.RawMessage {
@@ -784,6 +825,28 @@ func (c *Client) Subscribe(ctx context.Context, name string, handler func(channe
 	}
 	c.mu.Unlock()
 	return nil
+}
+
+// SubscribeAsync subscribes to channel without waiting: done is called
+// with the server's answer (on the reader goroutine; it must not block),
+// and the channel is dropped again when the server refuses it.
+func (c *Client) SubscribeAsync(name string, handler func(channel string, data json.RawMessage), done func(error)) {
+	ch := &channel{name: name, handler: handler}
+	c.mu.Lock()
+	c.channels[name] = ch
+	c.mu.Unlock()
+	c.invokeAsync("#subscribe", subscribeData(name), func(_ json.RawMessage, err error) {
+		c.mu.Lock()
+		if c.channels[name] == ch {
+			if err != nil {
+				delete(c.channels, name)
+			} else {
+				ch.active = true
+			}
+		}
+		c.mu.Unlock()
+		done(err)
+	})
 }
 
 // Unsubscribe leaves channel.

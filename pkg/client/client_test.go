@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -125,5 +126,43 @@ func TestClientReconnectResubscribes(t *testing.T) {
 	defer cancel()
 	if r, err := c.Invoke(cctx, "who", nil); err != nil || string(r) != `"eve"` {
 		t.Fatalf("token not presented again after reconnect: %s %v", r, err)
+	}
+}
+
+func TestSubscribeAsync(t *testing.T) {
+	_, url := start(t, worker.Config{}, func(s *worker.Server) {
+		s.UseInbound(func(a *worker.Action) error {
+			if a.Type == worker.ActionSubscribe && a.Channel == "closed" {
+				return errors.New("no entry")
+			}
+			return nil
+		})
+	})
+	c, err := client.Dial(t.Context(), client.Options{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	got := make(chan string, 1)
+	done := make(chan error, 2)
+	c.SubscribeAsync("open", func(_ string, d json.RawMessage) { got <- string(d) }, func(err error) { done <- err })
+	c.SubscribeAsync("closed", func(string, json.RawMessage) {}, func(err error) { done <- err })
+	var errs int
+	for range 2 {
+		if <-done != nil {
+			errs++
+		}
+	}
+	if errs != 1 || strings.Join(c.Subscriptions(), ",") != "open" {
+		t.Fatalf("%d refused, holding %v", errs, c.Subscriptions())
+	}
+	if err := c.Publish(t.Context(), "open", "hi"); err != nil {
+		t.Fatal(err)
+	}
+	if g := <-got; g != `"hi"` {
+		t.Fatalf("got %s", g)
+	}
+	if at := c.ReceivedAt(); time.Since(at) > 5*time.Second || time.Since(at) < 0 {
+		t.Fatalf("ReceivedAt %v", at)
 	}
 }

@@ -53,16 +53,19 @@ func Decode(msg []byte, dst []Frame) (frames []Frame, batch, raw bool) {
 	}
 	v := trimSpace(msg)
 	if v[0] == '{' {
-		return append(dst, decodeObject(v)), false, false
+		f, _ := decodeObject(v, 0)
+		return append(dst, f), false, false
 	}
-	// A batch: walk the array's elements.
+	// A batch: walk the array's elements, each once.
 	j := skipSpace(v, 1)
 	for j < len(v) && v[j] != ']' {
-		end := skipValue(v, j)
-		el := v[j:end]
-		if el[0] == '{' {
-			dst = append(dst, decodeObject(el))
+		var end int
+		if v[j] == '{' {
+			var f Frame
+			f, end = decodeObject(v, j)
+			dst = append(dst, f)
 		} else {
+			end = skipValue(v, j)
 			dst = append(dst, Frame{})
 		}
 		j = skipSpace(v, end)
@@ -73,9 +76,11 @@ func Decode(msg []byte, dst []Frame) (frames []Frame, batch, raw bool) {
 	return dst, true, false
 }
 
-func decodeObject(v []byte) Frame {
+// decodeObject reads the frame whose object starts at v[i] and returns it
+// with the index just past the object.
+func decodeObject(v []byte, i int) (Frame, int) {
 	var f Frame
-	eachField(v, func(key, val []byte) bool {
+	end := walkObject(v, i, func(key, val []byte) bool {
 		switch {
 		case keyIs(key, "event"):
 			f.Event, f.HasEvent = "", false
@@ -99,7 +104,29 @@ func decodeObject(v []byte) Frame {
 		}
 		return true
 	})
-	return f
+	return f, end
+}
+
+// Publish reads the {"channel": ..., "data": ...} object of a #publish
+// event in one pass: the channel name and the raw message. ok is false
+// when the channel is missing or not a string.
+func Publish(v json.RawMessage) (channel string, data json.RawMessage, ok bool) {
+	v = trimSpace(v)
+	var ch []byte
+	eachField(v, func(key, val []byte) bool {
+		switch {
+		case keyIs(key, "channel"):
+			ch = val
+		case keyIs(key, "data"):
+			data = val
+		}
+		return true
+	})
+	if len(ch) < 2 || ch[0] != '"' {
+		return "", data, false
+	}
+	channel, ok = unquote(ch)
+	return channel, data, ok
 }
 
 // knownEvents are the event names of the protocol itself: decoding one of

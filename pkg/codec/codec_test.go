@@ -183,12 +183,28 @@ func seeds(f *testing.F) {
 func FuzzDecode(f *testing.F) {
 	seeds(f)
 	f.Fuzz(func(t *testing.T, msg []byte) {
-		frames, _, raw := Decode(msg, nil)
+		frames, batch, raw := Decode(msg, nil)
 		if raw {
 			return
 		}
 		if !json.Valid(msg) {
 			t.Fatalf("decoded invalid JSON %q", msg)
+		}
+		if batch {
+			// A batch decodes as its elements do one by one.
+			var els []json.RawMessage
+			if err := json.Unmarshal(msg, &els); err != nil || len(els) != len(frames) {
+				t.Fatalf("batch %q: %d frames, %d elements (%v)", msg, len(frames), len(els), err)
+			}
+			for i, el := range els {
+				one := []Frame{{}} // what a non-object element yields
+				if IsObject(el) {
+					one, _, _ = Decode(el, nil)
+				}
+				if !equalFrame(one[0], frames[i]) {
+					t.Fatalf("batch %q element %d: %+v alone, %+v in the batch", msg, i, one[0], frames[i])
+				}
+			}
 		}
 		for _, fr := range frames {
 			for _, v := range []json.RawMessage{fr.CID, fr.RID, fr.Data, fr.Error} {
@@ -229,6 +245,14 @@ func FuzzField(f *testing.F) {
 			if ok && !jsonEqual(got, want) {
 				t.Fatalf("field %s of %q: %s, encoding/json %s", key, msg, got, want)
 			}
+		}
+		// Publish reads the same two fields in one pass.
+		ch, data, ok := Publish(msg)
+		chv, _ := Field(msg, "channel")
+		wantCh, wantOK := String(chv)
+		wantData, _ := Field(msg, "data")
+		if ch != wantCh || ok != wantOK || !bytes.Equal(data, wantData) {
+			t.Fatalf("Publish(%q) = %q %q %v, fields say %q %q %v", msg, ch, data, ok, wantCh, wantData, wantOK)
 		}
 	})
 }

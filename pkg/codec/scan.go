@@ -105,7 +105,14 @@ func eachField(v []byte, fn func(key, val []byte) bool) {
 	if len(v) < 2 || v[0] != '{' {
 		return
 	}
-	i := skipSpace(v, 1)
+	walkObject(v, 0, fn)
+}
+
+// walkObject calls fn for the members of the object that starts at
+// v[i] == '{' (valid JSON) and returns the index just past it, or, when fn
+// stops the walk, -1.
+func walkObject(v []byte, i int, fn func(key, val []byte) bool) int {
+	i = skipSpace(v, i+1)
 	for i < len(v) && v[i] == '"' {
 		ks := i
 		i = skipString(v, i)
@@ -116,13 +123,14 @@ func eachField(v []byte, fn func(key, val []byte) bool) {
 		vs := i
 		i = skipValue(v, i)
 		if !fn(key, v[vs:i]) {
-			return
+			return -1
 		}
 		i = skipSpace(v, i)
 		if i < len(v) && v[i] == ',' {
 			i = skipSpace(v, i+1)
 		}
 	}
+	return i + 1 // past '}'
 }
 
 // keyIs reports whether the raw quoted key equals name, decoding escapes
