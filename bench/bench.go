@@ -220,18 +220,8 @@ func (r *runner) received(data json.RawMessage, at time.Time) {
 	if !r.measuring.Load() {
 		return
 	}
-	s := string(data)
-	if len(s) < 6 || !strings.HasPrefix(s, `"scc`) {
-		r.bad.Add(1)
-		return
-	}
-	end := strings.IndexByte(s, '.')
-	if end < 0 {
-		r.bad.Add(1)
-		return
-	}
-	ns, err := strconv.ParseInt(s[4:end], 36, 64)
-	if err != nil {
+	ns, ok := publishTime(data)
+	if !ok {
 		r.bad.Add(1)
 		return
 	}
@@ -242,6 +232,29 @@ func (r *runner) received(data json.RawMessage, at time.Time) {
 		r.lat = append(r.lat, d)
 	}
 	r.latMu.Unlock()
+}
+
+// publishTime reads the publish time from a payload the tool made:
+// "scc<unix nanos in base 36>.<padding>".
+func publishTime(data []byte) (int64, bool) {
+	if len(data) < 7 || string(data[:4]) != `"scc` {
+		return 0, false
+	}
+	var ns int64
+	for i := 4; i < len(data) && i < 20; i++ {
+		c := data[i]
+		switch {
+		case c == '.':
+			return ns, i > 4
+		case c >= '0' && c <= '9':
+			ns = ns*36 + int64(c-'0')
+		case c >= 'a' && c <= 'z':
+			ns = ns*36 + int64(c-'a'+10)
+		default:
+			return 0, false
+		}
+	}
+	return 0, false
 }
 
 // measure runs warmup then the measured window, then fills the result.

@@ -152,3 +152,16 @@ func TestChannelsPublishToOwnChannel(t *testing.T) {
 		t.Fatalf("delivered %d, errors %d", res.Delivered, res.Errors)
 	}
 }
+
+func TestPublishTime(t *testing.T) {
+	r := &runner{cfg: Config{PayloadSize: 64}}
+	now := time.Now()
+	if ns, ok := publishTime(r.payload(now)); !ok || ns != now.UnixNano() {
+		t.Fatalf("publishTime(payload) = %d %v, want %d", ns, ok, now.UnixNano())
+	}
+	for _, bad := range []string{``, `"scc"`, `"scc.xx"`, `"sccZZ.x"`, `"abc123.x"`, `123`, `"scc123456789012345678.x"`} {
+		if _, ok := publishTime([]byte(bad)); ok {
+			t.Errorf("publishTime(%s) accepted", bad)
+		}
+	}
+}

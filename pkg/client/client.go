@@ -490,12 +490,17 @@ func (c *Client) handleResponse(f *codec.Frame) {
 func (c *Client) handleEvent(f *codec.Frame) {
 	switch f.Event {
 	case "#publish":
-		name, data, _ := codec.Publish(f.Data)
+		raw, data := codec.PublishFields(f.Data)
+		var ch *channel
 		c.mu.Lock()
-		ch := c.channels[name]
+		if body, ok := codec.Plain(raw); ok {
+			ch = c.channels[string(body)] // no allocation for the lookup
+		} else if name, ok := codec.String(raw); ok {
+			ch = c.channels[name]
+		}
 		c.mu.Unlock()
 		if ch != nil {
-			ch.handler(name, data)
+			ch.handler(ch.name, data)
 		}
 		return
 	case "#kickOut":

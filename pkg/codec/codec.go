@@ -9,6 +9,7 @@ package codec
 
 import (
 	"encoding/json"
+	"unicode/utf8"
 )
 
 // Frame is one SocketCluster packet. Which fields are set tells its kind:
@@ -111,22 +112,40 @@ func decodeObject(v []byte, i int) (Frame, int) {
 // event in one pass: the channel name and the raw message. ok is false
 // when the channel is missing or not a string.
 func Publish(v json.RawMessage) (channel string, data json.RawMessage, ok bool) {
-	v = trimSpace(v)
-	var ch []byte
-	eachField(v, func(key, val []byte) bool {
+	ch, data := PublishFields(v)
+	channel, ok = String(ch)
+	return channel, data, ok
+}
+
+// PublishFields is Publish with the channel left as its raw JSON value,
+// for callers that look the name up without allocating it (see Plain).
+func PublishFields(v json.RawMessage) (channel, data json.RawMessage) {
+	eachField(trimSpace(v), func(key, val []byte) bool {
 		switch {
 		case keyIs(key, "channel"):
-			ch = val
+			channel = val
 		case keyIs(key, "data"):
 			data = val
 		}
 		return true
 	})
-	if len(ch) < 2 || ch[0] != '"' {
-		return "", data, false
+	return channel, data
+}
+
+// Plain returns the body of a JSON string of plain ASCII (no escapes),
+// without copying it; ok is false for anything else (use String then).
+func Plain(v json.RawMessage) (body []byte, ok bool) {
+	v = trimSpace(v)
+	if len(v) < 2 || v[0] != '"' {
+		return nil, false
 	}
-	channel, ok = unquote(ch)
-	return channel, data, ok
+	body = v[1 : len(v)-1]
+	for _, c := range body {
+		if c == '\\' || c < 0x20 || c >= utf8.RuneSelf {
+			return nil, false
+		}
+	}
+	return body, true
 }
 
 // knownEvents are the event names of the protocol itself: decoding one of

@@ -246,6 +246,12 @@ func FuzzField(f *testing.F) {
 				t.Fatalf("field %s of %q: %s, encoding/json %s", key, msg, got, want)
 			}
 		}
+		// Plain agrees with String on strings without escapes.
+		if body, ok := Plain(msg); ok {
+			if s, _ := String(msg); s != string(body) {
+				t.Fatalf("Plain(%q) = %q, String says %q", msg, body, s)
+			}
+		}
 		// Publish reads the same two fields in one pass.
 		ch, data, ok := Publish(msg)
 		chv, _ := Field(msg, "channel")
