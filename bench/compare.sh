@@ -24,6 +24,7 @@ command -v taskset >/dev/null || { echo "taskset (util-linux) is required"; exit
 (cd bench/peers && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error)
 [ -x "$CACHE/bin/centrifugo" ] || GOBIN="$CACHE/bin" go install github.com/centrifugal/centrifugo/v6@v6.9.1
 go build -o "$CACHE/bin/scc" ./cmd/scc
+go build -o "$CACHE/bin/floor" ./bench/floor
 cat > "$CACHE/centrifugo.json" <<'JSON'
 {"client": {"insecure": true, "allowed_origins": ["*"]}, "http_server": {"port": "18030", "address": "127.0.0.1"}, "log": {"level": "error"}}
 JSON
@@ -49,15 +50,38 @@ start_server() { # name -> sets PID (comma-separated) URL MORE PROTO TARGET SCEN
   sleep 1.5
 }
 
+# What a loopback write costs here, with nothing of ours in it: the floor
+# under fan-out throughput (2,000-byte batches) and latency (one frame).
+for size in 100 2000; do
+  taskset -c 0 "$CACHE/bin/floor" -size "$size" -json "$OUT/floor-$size.json" & fp=$!
+  taskset -c 1 "$CACHE/bin/floor" -client
+  wait "$fp" || echo "!! floor $size failed"
+done
+
+stop_server() {
+  for p in ${PID//,/ }; do kill "$p" 2>/dev/null || true; done
+  for p in ${PID//,/ }; do wait "$p" 2>/dev/null || true; done
+}
+
+bench() { # file scenarios
+  taskset -c 1 timeout 600 "$CACHE/bin/scc" bench --url "$URL" --more-urls "$MORE" --target "$TARGET" --protocol-version "$PROTO" \
+    --server-pid "$PID" --scenario "$2" --duration "$DURATION" --warmup "$WARMUP" --json "$1"
+}
+
 for run in $(seq 1 "$RUNS"); do
   for s in $SERVERS; do
     start_server "$s"
     echo "== run $run: $s (pid $PID)"
-    taskset -c 1 timeout 600 "$CACHE/bin/scc" bench --url "$URL" --more-urls "$MORE" --target "$TARGET" --protocol-version "$PROTO" \
-      --server-pid "$PID" --scenario "$SCEN" --duration "$DURATION" --warmup "$WARMUP" \
-      --json "$OUT/$s-$run.json" || echo "!! $s run $run failed"
-    for p in ${PID//,/ }; do kill "$p" 2>/dev/null || true; done
-    for p in ${PID//,/ }; do wait "$p" 2>/dev/null || true; done
+    # idle is measured on a process of its own: memory the other scenarios
+    # left behind would hide its growth.
+    rest=$(echo "$SCEN" | tr ',' '\n' | grep -vx idle | paste -sd, -)
+    if [ -n "$rest" ]; then bench "$OUT/$s-$run.json" "$rest" || echo "!! $s run $run failed"; fi
+    stop_server
+    if echo "$SCEN" | tr ',' '\n' | grep -qx idle; then
+      start_server "$s"
+      bench "$OUT/$s-$run-idle.json" idle || echo "!! $s run $run idle failed"
+      stop_server
+    fi
   done
 done
 go run ./bench/report -in "$OUT" -servers "$SERVERS" -out docs/benchmarks.md -png docs/benchmarks.png \
