@@ -31,6 +31,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -345,15 +346,24 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // keptRequest is what a socket keeps of its upgrade request for its
-// lifetime: the request line, headers and addresses, without net/http's
-// per-request context chain and parsing state (about 1 KiB per idle
-// connection).
+// lifetime: the request line, addresses and headers (without those that
+// only served the WebSocket handshake itself), not net/http's per-request
+// context chain and parsing state (about 1 KiB per idle connection).
 func keptRequest(r *http.Request) *http.Request {
+	h := make(http.Header, max(len(r.Header)-len(handshakeOnly), 0))
+	for k, v := range r.Header {
+		if !slices.Contains(handshakeOnly, k) {
+			h[k] = v
+		}
+	}
 	return &http.Request{
 		Method: r.Method, URL: r.URL, Proto: r.Proto, ProtoMajor: r.ProtoMajor, ProtoMinor: r.ProtoMinor,
-		Header: r.Header, Host: r.Host, RemoteAddr: r.RemoteAddr, RequestURI: r.RequestURI, TLS: r.TLS,
+		Header: h, Host: r.Host, RemoteAddr: r.RemoteAddr, RequestURI: r.RequestURI, TLS: r.TLS,
 	}
 }
+
+// handshakeOnly are the upgrade request's headers a socket does not keep.
+var handshakeOnly = []string{"Connection", "Upgrade", "Sec-Websocket-Key", "Sec-Websocket-Version", "Sec-Websocket-Extensions"}
 
 // originAllowed applies the origins option as socketcluster-server does.
 func (s *Server) originAllowed(origin string) bool {
@@ -433,6 +443,7 @@ func (s *Server) sweep() {
 			return
 		case <-t.C:
 		}
+		s.writers.trim()
 		now := time.Now()
 		buf = s.snapshotSockets(buf[:0])
 		for _, sock := range buf {

@@ -94,3 +94,32 @@ func TestFrameSizes(t *testing.T) {
 		break
 	}
 }
+
+func TestSocketKeepsRequest(t *testing.T) {
+	s := startServer(t, worker.Config{}, func(srv *worker.Server) {
+		srv.HandleProcedure("req", func(r *worker.Request) (any, error) {
+			q := r.Socket.Request()
+			return map[string]any{"x": q.Header.Get("X-Test"), "key": q.Header.Get("Sec-Websocket-Key"),
+				"query": q.URL.Query().Get("room"), "ctx": q.Context() != nil}, nil
+		})
+	})
+	c, _, err := websocket.DefaultDialer.Dial(s.URL+"?room=blue", http.Header{"X-Test": {"yes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.WriteMessage(websocket.TextMessage, []byte(`[{"event":"#handshake","data":{},"cid":1},{"event":"req","cid":2}]`))
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		_, msg, err := c.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(msg), `"rid":2`) {
+			if !strings.Contains(string(msg), `{"ctx":true,"key":"","query":"blue","x":"yes"}`) {
+				t.Fatalf("kept request: %s", msg)
+			}
+			return
+		}
+	}
+}
