@@ -3,6 +3,7 @@ package worker
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"sync"
 )
 
@@ -43,14 +44,15 @@ var ErrBrokerClosed = errors.New("worker: broker connection closed")
 // each server to it (its Attach method is a BrokerFactory).
 type LocalBroker struct {
 	mu   sync.RWMutex
-	subs map[string]map[*localConn]struct{}
+	subs map[string][]*localConn // copy-on-write: Publish reads a snapshot
+	dels int                     // deletions from subs since it was last copied
 }
 
 var _ Broker = (*localConn)(nil)
 
 // NewLocalBroker returns an empty in-process broker.
 func NewLocalBroker() *LocalBroker {
-	return &LocalBroker{subs: make(map[string]map[*localConn]struct{})}
+	return &LocalBroker{subs: make(map[string][]*localConn)}
 }
 
 // Attach connects one server. It never fails.
@@ -64,6 +66,7 @@ type localConn struct {
 	mu      sync.Mutex
 	closed  bool
 	chans   map[string]struct{}
+	dels    int // deletions from chans since it was last copied
 }
 
 func (c *localConn) Subscribe(channel string, done func(error)) {
@@ -79,12 +82,9 @@ func (c *localConn) Subscribe(channel string, done func(error)) {
 	c.chans[channel] = struct{}{}
 	c.mu.Unlock()
 	c.b.mu.Lock()
-	m := c.b.subs[channel]
-	if m == nil {
-		m = make(map[*localConn]struct{})
-		c.b.subs[channel] = m
+	if subs := c.b.subs[channel]; !slices.Contains(subs, c) {
+		c.b.subs[channel] = append(subs[:len(subs):len(subs)], c)
 	}
-	m[c] = struct{}{}
 	c.b.mu.Unlock()
 	done(nil)
 }
@@ -92,16 +92,19 @@ func (c *localConn) Subscribe(channel string, done func(error)) {
 func (c *localConn) Unsubscribe(channel string) {
 	c.mu.Lock()
 	delete(c.chans, channel)
+	c.chans = compacted(c.chans, &c.dels)
 	c.mu.Unlock()
 	c.b.remove(channel, c)
 }
 
 func (b *LocalBroker) remove(channel string, c *localConn) {
 	b.mu.Lock()
-	if m := b.subs[channel]; m != nil {
-		delete(m, c)
-		if len(m) == 0 {
+	if subs := b.subs[channel]; slices.Contains(subs, c) {
+		if len(subs) == 1 {
 			delete(b.subs, channel)
+			b.subs = compacted(b.subs, &b.dels)
+		} else {
+			b.subs[channel] = slices.DeleteFunc(slices.Clone(subs), func(x *localConn) bool { return x == c })
 		}
 	}
 	b.mu.Unlock()
@@ -117,13 +120,10 @@ func (c *localConn) Publish(channel string, data json.RawMessage, done func(erro
 		}
 		return
 	}
-	// Deliver outside the lock: a subscriber may publish from its handler.
-	var buf [8]*localConn
-	targets := buf[:0]
+	// Deliver outside the lock (a subscriber may publish from its
+	// handler), from the snapshot the copy-on-write slice is.
 	c.b.mu.RLock()
-	for sub := range c.b.subs[channel] {
-		targets = append(targets, sub)
-	}
+	targets := c.b.subs[channel]
 	c.b.mu.RUnlock()
 	for _, sub := range targets {
 		sub.deliver(channel, data)

@@ -30,6 +30,13 @@ type hub struct {
 type hubShard struct {
 	mu       sync.RWMutex
 	channels map[string]*channelState
+	dels     int // deletions from channels since it was last copied
+}
+
+// drop deletes channel ch from the shard (locked).
+func (sh *hubShard) drop(ch string) {
+	delete(sh.channels, ch)
+	sh.channels = compacted(sh.channels, &sh.dels)
 }
 
 type channelState struct {
@@ -84,25 +91,32 @@ func (h *hub) subscribe(ch string, sock *Socket, x *exchSub, done func(error)) {
 	h.metrics.channels.Inc()
 	// A broker may confirm synchronously, inside Subscribe, while we hold
 	// the lock; record that and finish below instead of re-locking.
-	var state atomic.Int32 // 0 in call, 1 returned, 2 completed in call
-	syncErr := make(chan error, 1)
+	p := &pendingSub{}
 	h.broker.Subscribe(ch, func(err error) {
-		if state.CompareAndSwap(0, 2) {
-			syncErr <- err
+		p.err = err // published by the CAS: read below only once it failed there
+		if p.state.CompareAndSwap(0, 2) {
 			return
 		}
 		h.upstreamDone(ch, e, err)
 	})
-	if state.CompareAndSwap(0, 1) {
+	if p.state.CompareAndSwap(0, 1) {
 		sh.mu.Unlock()
 		return
 	}
-	err := <-syncErr
+	err := p.err
 	notify := h.finishLocked(sh, ch, e, err)
 	sh.mu.Unlock()
 	for _, w := range notify {
 		w.done(err)
 	}
+}
+
+// pendingSub is one upstream subscribe in flight: state is 0 while
+// Subscribe runs, 1 once it returned first, 2 when the broker answered
+// inside it (err is then its answer).
+type pendingSub struct {
+	state atomic.Int32
+	err   error
 }
 
 func (h *hub) upstreamDone(ch string, e *channelState, err error) {
@@ -125,7 +139,7 @@ func (h *hub) finishLocked(sh *hubShard, ch string, e *channelState, err error) 
 	}
 	if err != nil {
 		if len(e.socks) == 0 && len(e.exch) == 0 {
-			delete(sh.channels, ch)
+			sh.drop(ch)
 			h.metrics.channels.Dec()
 		}
 		return waiters
@@ -135,7 +149,7 @@ func (h *hub) finishLocked(sh *hubShard, ch string, e *channelState, err error) 
 		e.add(w.sock, w.exch)
 	}
 	if len(e.socks) == 0 && len(e.exch) == 0 { // everyone left while pending
-		delete(sh.channels, ch)
+		sh.drop(ch)
 		h.metrics.channels.Dec()
 		h.broker.Unsubscribe(ch)
 	}
@@ -160,7 +174,7 @@ func (h *hub) unsubscribe(ch string, sock *Socket, x *exchSub) {
 		}
 	}
 	if e.active && len(e.socks) == 0 && len(e.exch) == 0 {
-		delete(sh.channels, ch)
+		sh.drop(ch)
 		h.metrics.channels.Dec()
 		h.broker.Unsubscribe(ch)
 	}

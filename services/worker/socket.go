@@ -46,6 +46,7 @@ type Socket struct {
 	authToken   map[string]any
 	signedToken string
 	subs        map[string]struct{}
+	subDels     int // deletions from subs since it was last copied
 	calls       map[int64]chan callResult
 	nextCID     int64
 	values      map[any]any
@@ -726,6 +727,7 @@ func (s *Socket) subscribe(ch string, done func(error)) {
 			s.mu.Lock()
 			if _, ok := s.subs[ch]; ok {
 				delete(s.subs, ch)
+				s.subs = compacted(s.subs, &s.subDels)
 				s.srv.metrics.subscriptions.Dec()
 			}
 			s.mu.Unlock()
@@ -742,6 +744,7 @@ func (s *Socket) unsubscribe(ch string) error {
 			"Socket "+s.id+" tried to unsubscribe from a channel which it is not subscribed to")
 	}
 	delete(s.subs, ch)
+	s.subs = compacted(s.subs, &s.subDels)
 	s.mu.Unlock()
 	s.srv.metrics.subscriptions.Dec()
 	s.srv.hub.unsubscribe(ch, s, nil)
