@@ -48,7 +48,8 @@ type Config struct {
 	// Connections: subscribers (fanout, hot), connections (channels, idle,
 	// storm). Defaults per scenario.
 	Connections int
-	// InFlight publishes per publisher (fanout 20, channels 1, hot 1000).
+	// InFlight publishes per publisher (fanout 20, channels 1, hot 1000),
+	// or subscribes outstanding (churn 256).
 	InFlight int
 	// Rate is the publish rate of fanout-rate (default 40/s).
 	Rate int
@@ -119,7 +120,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	case "channels":
 		err = r.channels(ctx, def(cfg.Connections, 2000), def(cfg.InFlight, 1))
 	case "churn":
-		err = r.churn(ctx)
+		err = r.churn(ctx, def(cfg.InFlight, 256))
 	case "idle":
 		err = r.idle(ctx, def(cfg.Connections, 10000))
 	case "storm":
@@ -422,10 +423,10 @@ func (r *runner) channels(ctx context.Context, n, inFlight int) error {
 }
 
 // churn: one connection subscribing and unsubscribing fresh channels as
-// fast as subscribe acks return (64 outstanding); an operation is one
+// fast as subscribe acks return (inFlight outstanding); an operation is one
 // acknowledged subscribe plus its unsubscribe. The pipeline runs on
 // callbacks, so the tool spends nothing on goroutines per operation.
-func (r *runner) churn(ctx context.Context) error {
+func (r *runner) churn(ctx context.Context, inFlight int) error {
 	c, err := r.dial(ctx)
 	if err != nil {
 		return err
@@ -435,7 +436,7 @@ func (r *runner) churn(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		slots := make(chan struct{}, 64)
+		slots := make(chan struct{}, inFlight)
 		nop := func(string, json.RawMessage) {}
 		for i := 0; ; i++ {
 			select {

@@ -72,10 +72,14 @@ for run in $(seq 1 "$RUNS"); do
   for s in $SERVERS; do
     start_server "$s"
     echo "== run $run: $s (pid $PID)"
-    # idle is measured on a process of its own: memory the other scenarios
-    # left behind would hide its growth.
-    rest=$(echo "$SCEN" | tr ',' '\n' | grep -vx idle | paste -sd, -)
-    if [ -n "$rest" ]; then bench "$OUT/$s-$run.json" "$rest" || echo "!! $s run $run failed"; fi
+    # Every scenario gets a fresh load tool (one scenario's leftovers in
+    # the tool slowed the next: churn after channels ran at half speed);
+    # idle also gets a fresh server: memory the other scenarios left
+    # behind would hide its growth.
+    for sc in $(echo "$SCEN" | tr ',' ' '); do
+      if [ "$sc" = idle ]; then continue; fi
+      bench "$OUT/$s-$run-$sc.json" "$sc" || echo "!! $s run $run $sc failed"
+    done
     stop_server
     if echo "$SCEN" | tr ',' '\n' | grep -qx idle; then
       start_server "$s"

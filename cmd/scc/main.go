@@ -14,6 +14,8 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -289,7 +291,16 @@ func runBench(ctx context.Context, args []string) error {
 		list = bench.Scenarios
 	}
 	var results []*bench.Result
-	for _, sc := range list {
+	for i, sc := range list {
+		if i > 0 {
+			// Each scenario starts from a clean tool: the garbage of the
+			// previous one (2,000 closed clients, say) would otherwise be
+			// collected on this one's time. The server gets a moment to
+			// finish closing those connections.
+			runtime.GC()
+			debug.FreeOSMemory()
+			time.Sleep(500 * time.Millisecond)
+		}
 		var urls []string
 		if *more != "" {
 			urls = strings.Split(*more, ",")
