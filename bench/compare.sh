@@ -52,11 +52,14 @@ start_server() { # name -> sets PID (comma-separated) URL MORE PROTO TARGET SCEN
 
 # What a loopback write costs here, with nothing of ours in it: the floor
 # under fan-out throughput (2,000-byte batches) and latency (one frame).
-for size in 100 2000; do
-  taskset -c 0 "$CACHE/bin/floor" -size "$size" -json "$OUT/floor-$size.json" & fp=$!
-  taskset -c 1 "$CACHE/bin/floor" -client
-  wait "$fp" || echo "!! floor $size failed"
-done
+# Measured in every round: these machines' speed drifts within minutes.
+floor() { # run
+  for size in 100 2000; do
+    taskset -c 0 "$CACHE/bin/floor" -size "$size" -json "$OUT/floor-$size-$1.json" & local fp=$!
+    taskset -c 1 "$CACHE/bin/floor" -client
+    wait "$fp" || echo "!! floor $size failed"
+  done
+}
 
 stop_server() {
   for p in ${PID//,/ }; do kill "$p" 2>/dev/null || true; done
@@ -69,6 +72,7 @@ bench() { # file scenarios
 }
 
 for run in $(seq 1 "$RUNS"); do
+  floor "$run"
   for s in $SERVERS; do
     start_server "$s"
     echo "== run $run: $s (pid $PID)"

@@ -181,22 +181,30 @@ func cpuModel() string {
 	return "?"
 }
 
-// floor is what bench/floor measured: CPU microseconds per loopback write
-// by payload size (0 when not measured).
-type floor map[int]float64
+// floor is what bench/floor measured in each round: CPU microseconds per
+// loopback write by payload size.
+type floor map[int]stat
 
 func readFloor(dir string) floor {
 	f := floor{}
 	for _, size := range []int{100, 2000} {
-		b, err := os.ReadFile(filepath.Join(dir, fmt.Sprintf("floor-%d.json", size)))
-		if err != nil {
-			continue
+		files, _ := filepath.Glob(filepath.Join(dir, fmt.Sprintf("floor-%d-*.json", size)))
+		var us []float64
+		for _, name := range files {
+			b, err := os.ReadFile(name)
+			if err != nil {
+				continue
+			}
+			var r struct {
+				US float64 `json:"cpu_us_per_write"`
+			}
+			if json.Unmarshal(b, &r) == nil && r.US > 0 {
+				us = append(us, r.US)
+			}
 		}
-		var r struct {
-			US float64 `json:"cpu_us_per_write"`
-		}
-		if json.Unmarshal(b, &r) == nil {
-			f[size] = r.US
+		if len(us) > 0 {
+			slices.Sort(us)
+			f[size] = stat{med: median(us), min: us[0], max: us[len(us)-1], n: len(us)}
 		}
 	}
 	return f
@@ -269,10 +277,12 @@ func writeReport(b *strings.Builder, names []string, stats map[string]map[string
 	} else {
 		b.WriteString("| cluster fan-out within 25% of single process | not measured in this run | no: gap stated |\n")
 	}
-	if fl[100] > 0 && fl[2000] > 0 {
-		fmt.Fprintf(b, "\n### This machine's floor\n\n`bench/floor` writes to 1,000 loopback sockets round-robin from one goroutine with nothing else in the path (server core 0, reader core 1): %.1f us of CPU per 2,000-byte write, %.1f us per 100-byte write. ", fl[2000], fl[100])
-		fmt.Fprintf(b, "Fan-out keeps 20 publishes in flight, so a subscriber's write carries at most about 20 frames: at this cost that caps fan-out at %s deliveries per server CPU-second before any work of the server's own. ", num(20/fl[2000]*1e6))
-		fmt.Fprintf(b, "At 40 msgs/s to 1,000 subscribers each publish is 1,000 separate writes, %.1f ms of one core back to back, so the last subscribers are served that late whatever the server does: the p99 floor.\n", 1000*fl[100]/1000)
+	if f1, f2 := fl[100], fl[2000]; f1.n > 0 && f2.n > 0 {
+		fmt.Fprintf(b, "\n### This machine's floor\n\n`bench/floor` writes to 1,000 loopback sockets round-robin from one goroutine with nothing else in the path (server core 0, reader core 1), once per round: %.1f us (%.1f-%.1f) of CPU per 2,000-byte write, %.1f us (%.1f-%.1f) per 100-byte write. ",
+			f2.med, f2.min, f2.max, f1.med, f1.min, f1.max)
+		fmt.Fprintf(b, "Fan-out keeps 20 publishes in flight, so a subscriber's write carries at most about 20 frames: at the median cost that caps fan-out at %s deliveries per server CPU-second before any work of the server's own. ", num(20/f2.med*1e6))
+		fmt.Fprintf(b, "At 40 msgs/s to 1,000 subscribers each publish is 1,000 separate writes, %.1f ms of one core back to back, so the last subscribers are served that late whatever the server does: the p99 floor. ", f1.med)
+		b.WriteString("The spread between rounds is this machine's own drift; the servers alternate within each round so that it falls on all of them alike.\n")
 	}
 	b.WriteString("\nThe load tool runs on one core; where it saturates that core first (fan-out to 1,000 sockets, the hot channel's 10 subscribers, churn), the numbers are the tool's ceiling as much as the server's: the server's CPU-seconds in the JSON results tell how busy it was.\n\n![ratios](benchmarks.png)\n")
 }

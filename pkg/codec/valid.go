@@ -25,28 +25,19 @@ value:
 		if i = validString(b, i); i < 0 {
 			return false
 		}
-	case c == '{':
+	case c == '{' || c == '[':
 		if len(stack) == maxNesting {
 			return false
 		}
-		stack = append(stack, '{')
+		stack = append(stack, c)
 		i = skipSpace(b, i+1)
-		if i < len(b) && b[i] == '}' {
+		if i < len(b) && b[i] == c+2 { // '}' and ']' follow their openers by 2
 			stack = stack[:len(stack)-1]
 			i++
 			break
 		}
-		goto key
-	case c == '[':
-		if len(stack) == maxNesting {
-			return false
-		}
-		stack = append(stack, '[')
-		i = skipSpace(b, i+1)
-		if i < len(b) && b[i] == ']' {
-			stack = stack[:len(stack)-1]
-			i++
-			break
+		if c == '{' {
+			goto key
 		}
 		goto value
 	case c == '-' || (c >= '0' && c <= '9'):
