@@ -339,10 +339,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The reader gets a fresh goroutine and this one returns: net/http then
 	// lets go of its per-connection state (buffered reader and writer,
 	// the grown stack of its serving goroutine), about 8 KiB per socket.
-	go func() {
-		defer s.readers.Done()
-		sock.readLoop()
-	}()
+	go sock.readLoop() // it calls s.readers.Done when it ends
 }
 
 // keptRequest is what a socket keeps of its upgrade request for its

@@ -145,11 +145,22 @@ func (s *Socket) Get(key any) any {
 
 // ---- reading ----
 
+// readLoop is the socket's reader. It runs until the connection is gone,
+// except once: when the handshake has been answered and the client has
+// nothing more to say yet, it hands over to a fresh goroutine. The
+// handshake's work (JWT, middleware) grows a goroutine's stack to 4 KiB or
+// more, and the runtime never shrinks one that deep; the fresh one waits
+// for the next message with the 2 KiB an idle socket needs.
 func (s *Socket) readLoop() {
-	defer s.finish()
 	for {
 		msg, err := s.rd.next()
+		if err == errYield {
+			go s.readLoop()
+			return
+		}
 		if err != nil {
+			defer s.srv.readers.Done()
+			defer s.finish()
 			code := CloseAbnormal
 			reason := ""
 			var ce *closeError
@@ -518,6 +529,7 @@ func (s *Socket) handshake(h *handlers, f *codec.Frame) {
 	if s.state.CompareAndSwap(stateConnecting, stateOpen) {
 		s.mu.Lock()
 		s.wasOpen = true
+		s.rd.yield = true
 		s.mu.Unlock()
 		s.srv.metrics.handshakes.Inc()
 		for _, fn := range h.onConnect {

@@ -40,6 +40,9 @@ func (e *closeError) Error() string {
 	return "websocket: closed by the client: " + itoa(e.code) + " " + e.text
 }
 
+// errYield asks the reader to continue on a fresh goroutine.
+var errYield = errors.New("websocket: reader hands over")
+
 // errReadLimit is a message bigger than Config.MaxPayload.
 var errReadLimit = errors.New("websocket: message over the read limit")
 
@@ -58,6 +61,10 @@ type wsReader struct {
 
 	bp   *[]byte // pooled buffer, held only while it has unread bytes
 	r, w int     // unread bytes are (*bp)[r:w]
+
+	// yield makes next return errYield, once, instead of waiting for the
+	// client when nothing is buffered (see Socket.readLoop).
+	yield bool
 
 	// The RawConn callback's arguments and results (a method value made
 	// once, so a read allocates nothing).
@@ -193,6 +200,11 @@ func (rd *wsReader) fill(p []byte) error {
 // close; errReadLimit a message over maxPayload (after sending 1009);
 // errProtocol a broken frame (after sending 1002).
 func (rd *wsReader) next() ([]byte, error) {
+	if rd.yield && rd.r == rd.w {
+		rd.yield = false
+		rd.release()
+		return nil, errYield
+	}
 	var msg []byte
 	fragmented := false
 	for {
