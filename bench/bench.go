@@ -378,9 +378,21 @@ func (r *runner) keepInFlight(c conn, n int, stop chan struct{}, channel func(i 
 // subscribers opens n connections, the i-th subscribed to channel(i),
 // and returns them in that order.
 func (r *runner) subscribers(ctx context.Context, n int, channel func(i int) string) ([]conn, error) {
+	conns, err := r.dialAll(ctx, n, 64, func(i int, c conn) error {
+		return c.Subscribe(ctx, channel(i), func(_ string, d json.RawMessage) { r.received(d, c.ReceivedAt()) })
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bench: subscriber: %w", err)
+	}
+	return conns, nil
+}
+
+// dialAll opens n connections, parallel at a time, runs then (if set) on
+// each, and returns them in index order.
+func (r *runner) dialAll(ctx context.Context, n, parallel int, then func(i int, c conn) error) ([]conn, error) {
 	conns := make([]conn, n)
 	errc := make(chan error, n)
-	sem := make(chan struct{}, 64)
+	sem := make(chan struct{}, parallel)
 	for i := 0; i < n; i++ {
 		sem <- struct{}{}
 		go func() {
@@ -388,17 +400,20 @@ func (r *runner) subscribers(ctx context.Context, n int, channel func(i int) str
 			c, err := r.dial(ctx)
 			if err == nil {
 				conns[i] = c
-				err = c.Subscribe(ctx, channel(i), func(_ string, d json.RawMessage) { r.received(d, c.ReceivedAt()) })
+				if then != nil {
+					err = then(i, c)
+				}
 			}
 			errc <- err
 		}()
 	}
+	var first error
 	for i := 0; i < n; i++ {
-		if err := <-errc; err != nil {
-			return nil, fmt.Errorf("bench: subscriber: %w", err)
+		if err := <-errc; err != nil && first == nil {
+			first = err
 		}
 	}
-	return conns, nil
+	return conns, first
 }
 
 // channels: n connections, each subscribed to its own channel and
@@ -490,20 +505,8 @@ func (r *runner) idle(ctx context.Context, n int) error {
 }
 
 func (r *runner) connect(ctx context.Context, n int) error {
-	errc := make(chan error, n)
-	sem := make(chan struct{}, 128)
-	for i := 0; i < n; i++ {
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem }()
-			_, err := r.dial(ctx)
-			errc <- err
-		}()
-	}
-	for i := 0; i < n; i++ {
-		if err := <-errc; err != nil {
-			return fmt.Errorf("bench: connect: %w", err)
-		}
+	if _, err := r.dialAll(ctx, n, 128, nil); err != nil {
+		return fmt.Errorf("bench: connect: %w", err)
 	}
 	return nil
 }

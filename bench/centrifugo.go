@@ -208,8 +208,8 @@ func (c *cfConn) readLoop() {
 				continue
 			}
 			if push, ok := codec.Field(line, "push"); ok {
-				ch, _ := codec.String(fieldOf(push, "channel"))
-				data, ok := codec.Field(fieldOf(push, "pub"), "data")
+				ch, _ := codec.String(codec.Get(push, "channel"))
+				data, ok := codec.Field(codec.Get(push, "pub"), "data")
 				c.mu.Lock()
 				h := c.handlers[ch]
 				c.mu.Unlock()
@@ -218,7 +218,7 @@ func (c *cfConn) readLoop() {
 				}
 				continue
 			}
-			id, _ := codec.Int(fieldOf(line, "id"))
+			id, _ := codec.Int(codec.Get(line, "id"))
 			errMsg, failed := codec.Field(line, "error")
 			if id != 0 {
 				c.mu.Lock()
@@ -227,7 +227,7 @@ func (c *cfConn) readLoop() {
 				c.mu.Unlock()
 				if done != nil {
 					if failed {
-						m, _ := codec.String(fieldOf(errMsg, "message"))
+						m, _ := codec.String(codec.Get(errMsg, "message"))
 						done(errors.New("centrifugo: " + m))
 					} else {
 						done(nil)
@@ -236,9 +236,4 @@ func (c *cfConn) readLoop() {
 			}
 		}
 	}
-}
-
-func fieldOf(obj json.RawMessage, name string) json.RawMessage {
-	v, _ := codec.Field(obj, name)
-	return v
 }

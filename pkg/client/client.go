@@ -504,7 +504,7 @@ func (c *Client) handleEvent(f *codec.Frame) {
 		}
 		return
 	case "#kickOut":
-		name, _ := codec.String(fieldOf(f.Data, "channel"))
+		name, _ := codec.String(codec.Get(f.Data, "channel"))
 		msg, _ := codec.Field(f.Data, "message")
 		c.mu.Lock()
 		delete(c.channels, name)
@@ -515,7 +515,7 @@ func (c *Client) handleEvent(f *codec.Frame) {
 		}
 		return
 	case "#setAuthToken":
-		tok, _ := codec.String(fieldOf(f.Data, "token"))
+		tok, _ := codec.String(codec.Get(f.Data, "token"))
 		c.mu.Lock()
 		c.token = tok
 		fn := c.onAuthToken
@@ -594,11 +594,6 @@ func readMessage(conn *websocket.Conn, scratch *[]byte) ([]byte, error) {
 		*scratch = b
 	}
 	return append([]byte(nil), b...), nil
-}
-
-func fieldOf(obj json.RawMessage, name string) json.RawMessage {
-	v, _ := codec.Field(obj, name)
-	return v
 }
 
 func (c *Client) respond(cid json.RawMessage, data json.RawMessage, err error) {
@@ -814,42 +809,42 @@ func subscribeData(channel string) json.RawMessage {
 // client's reader goroutine: it must not block). The subscription survives
 // reconnects.
 func (c *Client) Subscribe(ctx context.Context, name string, handler func(channel string, data json.RawMessage)) error {
-	c.mu.Lock()
-	c.channels[name] = &channel{name: name, handler: handler}
-	c.mu.Unlock()
+	ch := c.addChannel(name, handler)
 	_, err := c.Invoke(ctx, "#subscribe", subscribeData(name))
-	if err != nil {
-		c.mu.Lock()
-		delete(c.channels, name)
-		c.mu.Unlock()
-		return err
-	}
+	c.settleChannel(ch, err)
+	return err
+}
+
+// addChannel registers a channel whose subscribe is about to be sent.
+func (c *Client) addChannel(name string, handler func(channel string, data json.RawMessage)) *channel {
+	ch := &channel{name: name, handler: handler}
 	c.mu.Lock()
-	if ch := c.channels[name]; ch != nil {
-		ch.active = true
+	c.channels[name] = ch
+	c.mu.Unlock()
+	return ch
+}
+
+// settleChannel applies the server's answer to a subscribe: the channel
+// becomes active, or is dropped again (unless it was replaced meanwhile).
+func (c *Client) settleChannel(ch *channel, err error) {
+	c.mu.Lock()
+	if c.channels[ch.name] == ch {
+		if err != nil {
+			delete(c.channels, ch.name)
+		} else {
+			ch.active = true
+		}
 	}
 	c.mu.Unlock()
-	return nil
 }
 
 // SubscribeAsync subscribes to channel without waiting: done is called
 // with the server's answer (on the reader goroutine; it must not block),
 // and the channel is dropped again when the server refuses it.
 func (c *Client) SubscribeAsync(name string, handler func(channel string, data json.RawMessage), done func(error)) {
-	ch := &channel{name: name, handler: handler}
-	c.mu.Lock()
-	c.channels[name] = ch
-	c.mu.Unlock()
+	ch := c.addChannel(name, handler)
 	c.invokeAsync("#subscribe", subscribeData(name), func(_ json.RawMessage, err error) {
-		c.mu.Lock()
-		if c.channels[name] == ch {
-			if err != nil {
-				delete(c.channels, name)
-			} else {
-				ch.active = true
-			}
-		}
-		c.mu.Unlock()
+		c.settleChannel(ch, err)
 		done(err)
 	})
 }

@@ -164,6 +164,13 @@ func Field(v json.RawMessage, name string) (json.RawMessage, bool) {
 	return out, found
 }
 
+// Get is Field for callers that treat a missing member like null: the
+// member's value, or nil.
+func Get(v json.RawMessage, name string) json.RawMessage {
+	out, _ := Field(v, name)
+	return out
+}
+
 // IsString reports whether v is a JSON string.
 func IsString(v json.RawMessage) bool {
 	v = trimSpace(v)

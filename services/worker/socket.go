@@ -311,7 +311,7 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 	case "#disconnect":
 		if s.v1 { // 14.x servers close with the code the client names
 			code := CloseNormal
-			if c, ok := codec.Int(fieldOf(f.Data, "code")); ok && validCloseCode(int(c)) {
+			if c, ok := codec.Int(codec.Get(f.Data, "code")); ok && validCloseCode(int(c)) {
 				code = int(c)
 			}
 			s.Disconnect(code, "")
@@ -327,7 +327,7 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 			s.failInvoke(f, codec.NewError(codec.InvalidActionError, "Client publish feature is disabled"))
 			return
 		}
-		ch, ok := codec.String(fieldOf(f.Data, "channel"))
+		ch, data, ok := codec.Publish(f.Data) // one pass over the frame's data
 		if !ok {
 			s.reject("malformed_publish")
 			s.failInvoke(f, codec.NewError(codec.InvalidActionError, "Publish channel name was malformatted"))
@@ -337,10 +337,9 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 			s.failInvoke(f, err)
 			return
 		}
-		a.Type, a.Channel = ActionPublishIn, ch
-		a.Data, _ = codec.Field(f.Data, "data")
+		a.Type, a.Channel, a.Data = ActionPublishIn, ch, data
 	case "#subscribe":
-		ch, ok := codec.String(fieldOf(f.Data, "channel"))
+		ch, ok := codec.String(codec.Get(f.Data, "channel"))
 		if !ok && s.v1 { // 14.x also takes the channel name as the data itself
 			ch, ok = codec.String(f.Data)
 		}
@@ -443,12 +442,6 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 	}
 }
 
-// fieldOf returns member name of obj, or nil.
-func fieldOf(obj json.RawMessage, name string) json.RawMessage {
-	v, _ := codec.Field(obj, name)
-	return v
-}
-
 // brokerError gives a broker failure the name clients expect.
 func brokerError(err error) error {
 	var ce *codec.Error
@@ -481,7 +474,7 @@ func (s *Socket) checkChannelName(ch string) error {
 // ---- handshake and authentication ----
 
 func (s *Socket) handshake(h *handlers, f *codec.Frame) {
-	tokenRaw := fieldOf(f.Data, "authToken")
+	tokenRaw := codec.Get(f.Data, "authToken")
 	hasToken := !codec.IsNull(tokenRaw)
 	claims, signed, authErr := s.verify(tokenRaw)
 

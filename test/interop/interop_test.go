@@ -53,7 +53,7 @@ func setupApp(srv *worker.Server) {
 		return tok, err
 	})
 	srv.HandleProcedure("kickMe", func(r *worker.Request) (any, error) {
-		ch, _ := codec.String(fieldOf(r.Data, "channel"))
+		ch, _ := codec.String(codec.Get(r.Data, "channel"))
 		r.Socket.KickOut(ch, "bye")
 		return nil, nil
 	})
@@ -72,11 +72,6 @@ func setupApp(srv *worker.Server) {
 			_ = s.Transmit("askResult", map[string]json.RawMessage{"answer": res})
 		}()
 	})
-}
-
-func fieldOf(obj json.RawMessage, name string) json.RawMessage {
-	v, _ := codec.Field(obj, name)
-	return v
 }
 
 // serve runs a worker service on 127.0.0.1:0 and returns its port.
