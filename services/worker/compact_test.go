@@ -1,6 +1,8 @@
 package worker
 
 import (
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 )
@@ -59,6 +61,14 @@ func TestWritersTrim(t *testing.T) {
 	for range 300 {
 		<-ready
 	}
+	// trim hands out its nils without blocking: only to writers already
+	// parked on the channel, so wait until all 300 are.
+	for i := 0; parkedWriters() < 300; i++ {
+		if i == 500 {
+			t.Fatalf("only %d of 300 writers parked", parkedWriters())
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 	w.peak.Store(100) // the last interval needed 100 at once
 	settled := func(want int32) {
 		t.Helper()
@@ -76,4 +86,17 @@ func TestWritersTrim(t *testing.T) {
 	for range minIdleWriters { // release the rest
 		w.tasks <- nil
 	}
+}
+
+// parkedWriters counts this test's fake writers blocked receiving.
+func parkedWriters() int {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	n := 0
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "[chan receive") && strings.Contains(g, "TestWritersTrim.func") {
+			n++
+		}
+	}
+	return n
 }
