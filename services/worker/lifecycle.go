@@ -1,0 +1,123 @@
+package worker
+
+// Closing a socket, its timeouts, and the end of its life.
+
+import (
+	"time"
+
+	"github.com/scc-k8s/scc/pkg/codec"
+)
+
+// closing ----
+
+// Disconnect closes the socket with code and reason after the frames
+// already queued (v1 sockets first get a #disconnect event, as 14.x
+// servers send).
+func (s *Socket) Disconnect(code int, reason string) {
+	if !s.markClosed(code, reason) {
+		return
+	}
+	var disc []byte
+	if s.v1 {
+		body := append([]byte(`{"code":`), itoa(code)...)
+		if reason != "" {
+			body = codec.AppendString(append(body, `,"data":`...), reason)
+		}
+		disc = codec.AppendEvent(nil, "#disconnect", append(body, '}'), 0)
+	}
+	q := &s.out
+	q.mu.Lock()
+	if q.closed {
+		q.mu.Unlock()
+		return
+	}
+	if disc != nil {
+		q.items = append(q.items, disc)
+	}
+	q.closed = true
+	q.closeMsg = closePayload(code, reason)
+	start := !q.writing
+	q.writing = true
+	q.mu.Unlock()
+	if start {
+		s.srv.writers.start(s)
+	}
+}
+
+// markClosed moves the socket to closed and records why, once.
+func (s *Socket) markClosed(code int, reason string) bool {
+	for {
+		st := s.state.Load()
+		if st == stateClosed {
+			return false
+		}
+		if s.state.CompareAndSwap(st, stateClosed) {
+			break
+		}
+	}
+	s.mu.Lock()
+	s.closeCode, s.closeReason = code, reason
+	s.mu.Unlock()
+	return true
+}
+
+// tick is the sweeper's visit: write timeout, handshake timeout, pong
+// timeout, ping.
+func (s *Socket) tick(now time.Time) {
+	switch s.state.Load() {
+	case stateClosed:
+		return
+	case stateConnecting:
+		if now.Sub(s.created) >= s.srv.cfg.HandshakeTimeout {
+			s.Disconnect(CloseHandshakeTimeout, "")
+			return
+		}
+	}
+	if ws := s.ws.since.Load(); ws != 0 && now.UnixNano()-ws >= int64(s.srv.cfg.WriteTimeout) {
+		// A write is stuck on a peer that does not read: cut the
+		// connection, which fails the write and ends both goroutines.
+		s.srv.log.Debug("write timed out", "conn", s.id)
+		s.ws.nc.Close()
+		return
+	}
+	if now.UnixNano()-s.lastSeen.Load() >= int64(s.srv.cfg.PingTimeout) {
+		s.Disconnect(ClosePongTimeout, "")
+		return
+	}
+	if now.UnixNano()-s.lastPing.Load() >= int64(s.srv.cfg.PingInterval) {
+		s.lastPing.Store(now.UnixNano())
+		s.sendPing()
+	}
+}
+
+// finish runs once on the reader goroutine when the connection is gone.
+func (s *Socket) finish() {
+	s.ws.nc.Close()
+	s.rd.drop()
+	s.markClosed(CloseAbnormal, "")
+	q := &s.out
+	q.mu.Lock()
+	q.closed = true
+	clear(q.items)
+	q.items = nil
+	q.mu.Unlock()
+	s.cancel()
+
+	s.mu.Lock()
+	subs := s.subs
+	s.subs = nil
+	code, reason, wasOpen := s.closeCode, s.closeReason, s.wasOpen
+	s.mu.Unlock()
+	for ch := range subs {
+		s.srv.metrics.subscriptions.Dec()
+		s.srv.hub.unsubscribe(ch, s, nil)
+	}
+	s.srv.removeSocket(s)
+	s.srv.metrics.disconnects.WithLabelValues(itoa(code)).Inc()
+	if wasOpen {
+		for _, fn := range s.srv.h.Load().onDisconnect {
+			fn(s, code, reason)
+		}
+	}
+	s.srv.log.Debug("socket closed", "conn", s.id, "code", code)
+}
