@@ -8,8 +8,6 @@ import (
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
-// closing ----
-
 // Disconnect closes the socket with code and reason after the frames
 // already queued (v1 sockets first get a #disconnect event, as 14.x
 // servers send).

@@ -7,8 +7,6 @@ import (
 	"time"
 )
 
-// writing ----
-
 // send queues one encoded frame. It never blocks: a socket whose queue
 // passes MaxPendingBytes is closed as a slow consumer. It reports whether
 // the frame was queued.

@@ -8,8 +8,6 @@ import (
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
-// pub/sub ----
-
 func (s *Socket) subscribe(ch string, done func(error)) {
 	s.mu.Lock()
 	if s.state.Load() == stateClosed {

@@ -9,8 +9,6 @@ import (
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
-// reading ----
-
 // readLoop is the socket's reader. It runs until the connection is gone,
 // except once: when the handshake has been answered and the client has
 // nothing more to say yet, it hands over to a fresh goroutine. The

@@ -9,8 +9,6 @@ import (
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
-// server to client ----
-
 // Transmit sends an event the client handles without answering.
 func (s *Socket) Transmit(event string, data any) error {
 	raw, err := marshalData(data)

@@ -11,8 +11,6 @@ import (
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
-// handshake and authentication ----
-
 func (s *Socket) handshake(h *handlers, f *codec.Frame) {
 	tokenRaw := codec.Get(f.Data, "authToken")
 	hasToken := !codec.IsNull(tokenRaw)
