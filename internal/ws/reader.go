@@ -182,43 +182,76 @@ type header struct {
 }
 
 // readHeader reads a frame header, failing the connection on what RFC
-// 6455 forbids a client to send.
-func (rd *Reader) readHeader() (header, error) {
+// 6455 forbids a client to send as soon as the first two bytes tell.
+// inMessage says whether a fragmented message is under way, msgLen how
+// many of its bytes came before this frame.
+func (rd *Reader) readHeader(inMessage bool, msgLen int64) (header, error) {
 	if err := rd.need(2); err != nil {
 		return header{}, err
 	}
 	b := (*rd.bp)[rd.r:rd.w]
 	h := header{fin: b[0]&finBit != 0, rsv1: b[0]&rsv1Bit != 0, op: int(b[0] & 0x0f)}
-	if b[0]&0x30 != 0 || (h.rsv1 && rd.c.deflate == nil) {
+	len7 := int64(b[1] & 0x7f)
+	switch {
+	case b[0]&0x30 != 0 || (h.rsv1 && rd.c.deflate == nil):
 		return h, rd.fail(CloseProtocolError, "reserved bits set")
+	case h.op == OpClose || h.op == OpPing || h.op == OpPong:
+		if !h.fin || len7 > 125 {
+			return h, rd.fail(CloseProtocolError, "fragmented or oversized control frame")
+		}
+		if h.rsv1 {
+			return h, rd.fail(CloseProtocolError, "RSV1 set on a control frame")
+		}
+	case h.op == OpContinuation:
+		if !inMessage {
+			return h, rd.fail(CloseProtocolError, "continuation frame without a message")
+		}
+		if h.rsv1 {
+			return h, rd.fail(CloseProtocolError, "RSV1 set on a continuation frame")
+		}
+	case h.op == OpText || h.op == OpBinary:
+		if inMessage {
+			return h, rd.fail(CloseProtocolError, "new message inside a fragmented one")
+		}
+	default:
+		return h, rd.fail(CloseProtocolError, "unknown opcode")
 	}
 	if b[1]&0x80 == 0 {
 		return h, rd.fail(CloseProtocolError, "client frame not masked")
 	}
-	hlen := 6
-	h.size = int64(b[1] & 0x7f)
+	// The length is checked as soon as it is in, before the masking key.
+	n := 2
+	h.size = len7
 	switch h.size {
 	case 126:
-		hlen = 8
+		n = 4
 	case 127:
-		hlen = 14
+		n = 10
 	}
-	if err := rd.need(hlen); err != nil {
+	if err := rd.need(n); err != nil {
 		return h, err
 	}
 	b = (*rd.bp)[rd.r:rd.w]
-	switch hlen {
-	case 8:
+	switch n {
+	case 4:
 		h.size = int64(binary.BigEndian.Uint16(b[2:]))
-	case 14:
+	case 10:
 		u := binary.BigEndian.Uint64(b[2:])
 		if u>>63 != 0 {
 			return h, rd.fail(CloseProtocolError, "payload length with the high bit set")
 		}
 		h.size = int64(u)
 	}
-	h.key = binary.LittleEndian.Uint32(b[hlen-4:])
-	rd.r += hlen
+	// len(msg) <= limit always holds, so the subtraction cannot go below
+	// zero and nothing can overflow.
+	if h.op < OpClose && h.size > rd.limit-msgLen {
+		return h, rd.fail(CloseMessageTooBig, "message too big")
+	}
+	if err := rd.need(n + 4); err != nil {
+		return h, err
+	}
+	h.key = binary.LittleEndian.Uint32((*rd.bp)[rd.r+n:])
+	rd.r += n + 4
 	return h, nil
 }
 
@@ -237,7 +270,7 @@ func (rd *Reader) Next() (op int, msg []byte, err error) {
 	}
 	compressed := false
 	for {
-		h, err := rd.readHeader()
+		h, err := rd.readHeader(op != 0, int64(len(msg)))
 		if err != nil {
 			return 0, nil, err
 		}
@@ -248,25 +281,8 @@ func (rd *Reader) Next() (op int, msg []byte, err error) {
 				return 0, nil, err
 			}
 			continue
-		case OpContinuation:
-			if op == 0 {
-				return 0, nil, rd.fail(CloseProtocolError, "continuation frame without a message")
-			}
-			if h.rsv1 {
-				return 0, nil, rd.fail(CloseProtocolError, "RSV1 set on a continuation frame")
-			}
 		case OpText, OpBinary:
-			if op != 0 {
-				return 0, nil, rd.fail(CloseProtocolError, "new message inside a fragmented one")
-			}
 			op, compressed = h.op, h.rsv1
-		default:
-			return 0, nil, rd.fail(CloseProtocolError, "unknown opcode")
-		}
-		// len(msg) <= limit always holds here, so the subtraction cannot
-		// go below zero and nothing can overflow.
-		if h.size > rd.limit-int64(len(msg)) {
-			return 0, nil, rd.fail(CloseMessageTooBig, "message too big")
 		}
 		validate := op == OpText && !compressed
 		if msg, err = rd.payload(msg, h, validate); err != nil {
@@ -320,7 +336,7 @@ func (rd *Reader) payload(msg []byte, h header, validate bool) ([]byte, error) {
 			n = m
 		}
 		chunk := dst[:n]
-		unmask(bits.RotateLeft32(h.key, -8*(pos&3)), chunk)
+		unmask(rotateKey(h.key, pos), chunk)
 		pos += n
 		left -= int64(n)
 		msg = msg[:len(msg)+n]
@@ -336,12 +352,6 @@ func (rd *Reader) payload(msg []byte, h header, validate bool) ([]byte, error) {
 
 // control handles a ping, pong or close frame from the client.
 func (rd *Reader) control(h header) error {
-	if !h.fin || h.size > 125 {
-		return rd.fail(CloseProtocolError, "fragmented or oversized control frame")
-	}
-	if h.rsv1 {
-		return rd.fail(CloseProtocolError, "RSV1 set on a control frame")
-	}
 	if err := rd.need(int(h.size)); err != nil {
 		return err
 	}
@@ -382,6 +392,10 @@ func (rd *Reader) fail(code int, reason string) error {
 	_ = rd.c.writeControl(OpClose, closeBody(code, reason), true)
 	return &CloseError{Code: code, Reason: reason}
 }
+
+// rotateKey is the masking key for bytes that start at offset off of
+// their frame's payload.
+func rotateKey(key uint32, off int) uint32 { return bits.RotateLeft32(key, -8*(off&3)) }
 
 // unmask XORs p with a masking key (as read little-endian), eight bytes
 // at a time.

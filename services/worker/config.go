@@ -52,6 +52,16 @@ type Config struct {
 	// MaxPayload caps one inbound WebSocket message in bytes; a bigger one
 	// closes the socket with 1009. Default 1 MiB.
 	MaxPayload int64
+	// HandshakeMaxPayload caps one inbound message before the socket has
+	// completed its SocketCluster handshake: an unauthenticated client gets
+	// only this much. Default 64 KiB (and never more than MaxPayload).
+	HandshakeMaxPayload int64
+	// PerMessageDeflate accepts permessage-deflate (RFC 7692) when a client
+	// offers it (browsers and the Node client do): messages of 128 bytes
+	// or more are compressed, each on its own. A compressed message that
+	// inflates past the current payload limit closes the socket with 1009.
+	// Default false, as in SocketCluster.
+	PerMessageDeflate bool
 	// MaxPendingBytes caps the bytes queued for one socket; a socket over it
 	// is a slow consumer and is closed with CloseSlowConsumer. Default 8 MiB.
 	MaxPendingBytes int
@@ -129,6 +139,10 @@ func (c *Config) setDefaults() error {
 	if c.MaxPayload <= 0 {
 		c.MaxPayload = 1 << 20
 	}
+	if c.HandshakeMaxPayload <= 0 {
+		c.HandshakeMaxPayload = 64 << 10
+	}
+	c.HandshakeMaxPayload = min(c.HandshakeMaxPayload, c.MaxPayload)
 	if c.MaxPendingBytes <= 0 {
 		c.MaxPendingBytes = 8 << 20
 	}

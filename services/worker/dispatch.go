@@ -6,13 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 
+	"github.com/scc-k8s/scc/internal/ws"
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
 func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 	if !f.HasEvent {
 		if s.state.Load() == stateConnecting {
-			s.Disconnect(CloseBeforeHandshake, "")
+			s.closeWith(CloseBeforeHandshake, "")
 			return
 		}
 		if f.RID != nil {
@@ -27,21 +28,21 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 	case "#handshake":
 		if !invoke {
 			s.reject("malformed_handshake")
-			s.Disconnect(CloseHandshakeRejected, "Handshake request was malformatted")
+			s.closeWith(CloseHandshakeRejected, "Handshake request was malformatted")
 			return
 		}
 		s.handshake(h, f)
 		return
 	}
 	if s.state.Load() == stateConnecting {
-		s.Disconnect(CloseBeforeHandshake, "")
+		s.closeWith(CloseBeforeHandshake, "")
 		return
 	}
 	switch f.Event {
 	case "#authenticate":
 		if !invoke {
 			s.reject("malformed_authenticate")
-			s.Disconnect(CloseHandshakeRejected, "Authenticate request was malformatted")
+			s.closeWith(CloseHandshakeRejected, "Authenticate request was malformatted")
 			return
 		}
 		s.authenticate(h, f)
@@ -52,10 +53,10 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 	case "#disconnect":
 		if s.v1 { // 14.x servers close with the code the client names
 			code := CloseNormal
-			if c, ok := codec.Int(codec.Get(f.Data, "code")); ok && validCloseCode(int(c)) {
+			if c, ok := codec.Int(codec.Get(f.Data, "code")); ok && ws.ValidCloseCode(int(c)) {
 				code = int(c)
 			}
-			s.Disconnect(code, "")
+			s.closeWith(code, "")
 			return
 		}
 	}
@@ -125,7 +126,11 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 	}
 
 	for _, mw := range h.inbound {
-		if err := mw(&a); err != nil {
+		if err := callMiddleware(s.srv, s, "inbound middleware", mw, &a); err != nil {
+			if err == errInternal && !invoke {
+				s.closeWith(CloseInternalError, "internal server error")
+				return
+			}
 			s.failInvoke(f, middlewareError(err, a.Type, "inbound"))
 			return
 		}
@@ -163,7 +168,7 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 		if fn == nil {
 			return // nobody handles it: no response, as in SocketCluster
 		}
-		res, err := fn(&Request{Socket: s, Procedure: a.Event, Data: a.Data})
+		res, err := s.callProcedure(fn, &Request{Socket: s, Procedure: a.Event, Data: a.Data})
 		if err != nil {
 			s.send(codec.AppendErrorResponse(nil, f.CID, err))
 			return
@@ -178,7 +183,7 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 		s.send(codec.AppendResponse(nil, f.CID, data))
 	case ActionTransmit:
 		if fn := h.receivers[a.Event]; fn != nil {
-			fn(s, a.Data)
+			s.guard("receiver", func() { fn(s, a.Data) })
 		}
 	}
 }
@@ -190,10 +195,6 @@ func brokerError(err error) error {
 		return err
 	}
 	return codec.NewError(codec.BrokerError, err.Error())
-}
-
-func validCloseCode(c int) bool {
-	return c == 1000 || (c >= 3000 && c <= 4999)
 }
 
 // failInvoke answers an invoke with err; a transmit gets nothing.

@@ -201,7 +201,7 @@ func (h *hub) deliver(srv *Server, ch string, data json.RawMessage) {
 		}
 	}
 	for _, x := range exch {
-		x.handler(ch, data)
+		x.call(srv, ch, data)
 	}
 }
 
@@ -258,4 +258,15 @@ func (h *hub) channelCount() int {
 		sh.mu.RUnlock()
 	}
 	return n
+}
+
+// call runs a server-side subscription's handler; a panic in it is logged
+// and counted, and the other subscribers still get the message.
+func (x *exchSub) call(srv *Server, ch string, data json.RawMessage) {
+	defer func() {
+		if v := recover(); v != nil {
+			srv.panicked("exchange handler", nil, v)
+		}
+	}()
+	x.handler(ch, data)
 }

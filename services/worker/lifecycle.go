@@ -5,13 +5,26 @@ package worker
 import (
 	"time"
 
+	"github.com/scc-k8s/scc/internal/ws"
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
 // Disconnect closes the socket with code and reason after the frames
 // already queued (v1 sockets first get a #disconnect event, as 14.x
-// servers send).
-func (s *Socket) Disconnect(code int, reason string) {
+// servers send). A code that may not be sent in a close frame (1005, 1006,
+// 1015, reserved or out of range; see ws.ValidCloseCode) is refused with
+// an error wrapping ws.ErrCloseCode. The reason is cut to fit the frame.
+func (s *Socket) Disconnect(code int, reason string) error {
+	if err := ws.CheckCloseCode(code); err != nil {
+		return err
+	}
+	s.closeWith(code, reason)
+	return nil
+}
+
+// closeWith is Disconnect for a code known to be valid.
+func (s *Socket) closeWith(code int, reason string) {
+	reason = ws.CutReason(reason)
 	if !s.markClosed(code, reason) {
 		return
 	}
@@ -33,7 +46,7 @@ func (s *Socket) Disconnect(code int, reason string) {
 		q.items = append(q.items, disc)
 	}
 	q.closed = true
-	q.closeMsg = closePayload(code, reason)
+	q.closing, q.closeCode, q.closeText = true, code, reason
 	start := !q.writing
 	q.writing = true
 	q.mu.Unlock()
@@ -67,19 +80,19 @@ func (s *Socket) tick(now time.Time) {
 		return
 	case stateConnecting:
 		if now.Sub(s.created) >= s.srv.cfg.HandshakeTimeout {
-			s.Disconnect(CloseHandshakeTimeout, "")
+			s.closeWith(CloseHandshakeTimeout, "")
 			return
 		}
 	}
-	if ws := s.ws.since.Load(); ws != 0 && now.UnixNano()-ws >= int64(s.srv.cfg.WriteTimeout) {
+	if since := s.ws.WriteStarted(); since != 0 && now.UnixNano()-since >= int64(s.srv.cfg.WriteTimeout) {
 		// A write is stuck on a peer that does not read: cut the
 		// connection, which fails the write and ends both goroutines.
 		s.srv.log.Debug("write timed out", "conn", s.id)
-		s.ws.nc.Close()
+		s.ws.Close()
 		return
 	}
 	if now.UnixNano()-s.lastSeen.Load() >= int64(s.srv.cfg.PingTimeout) {
-		s.Disconnect(ClosePongTimeout, "")
+		s.closeWith(ClosePongTimeout, "")
 		return
 	}
 	if now.UnixNano()-s.lastPing.Load() >= int64(s.srv.cfg.PingInterval) {
@@ -90,8 +103,8 @@ func (s *Socket) tick(now time.Time) {
 
 // finish runs once on the reader goroutine when the connection is gone.
 func (s *Socket) finish() {
-	s.ws.nc.Close()
-	s.rd.drop()
+	s.ws.Close()
+	s.rd.Drop()
 	s.markClosed(CloseAbnormal, "")
 	q := &s.out
 	q.mu.Lock()
@@ -114,7 +127,7 @@ func (s *Socket) finish() {
 	s.srv.metrics.disconnects.WithLabelValues(itoa(code)).Inc()
 	if wasOpen {
 		for _, fn := range s.srv.h.Load().onDisconnect {
-			fn(s, code, reason)
+			s.guard("disconnect hook", func() { fn(s, code, reason) })
 		}
 	}
 	s.srv.log.Debug("socket closed", "conn", s.id, "code", code)

@@ -18,6 +18,7 @@ type metrics struct {
 	slowConsumers   prometheus.Counter
 	rawMessages     prometheus.Counter
 	badMessages     *prometheus.CounterVec
+	panics          *prometheus.CounterVec
 	handshakeReject prometheus.Counter
 }
 
@@ -75,6 +76,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "scc", Subsystem: "worker", Name: "rejected_frames_total",
 			Help: "Frames refused, by reason.",
 		}, []string{"reason"}),
+		panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "worker", Name: "panics_total",
+			Help: "Panics recovered in a socket's handlers (the socket was closed with 1011 or its invoke failed), by where.",
+		}, []string{"where"}),
 		handshakeReject: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "worker", Name: "handshake_rejections_total",
 			Help: "Upgrades or handshakes refused (path, origin, middleware).",
@@ -82,6 +87,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	}
 	reg.MustRegister(m.connections, m.connectsTotal, m.handshakes, m.disconnects, m.subscriptions,
 		m.channels, m.messagesIn, m.messagesOut, m.publishesIn, m.deliveries, m.slowConsumers,
-		m.rawMessages, m.badMessages, m.handshakeReject)
+		m.rawMessages, m.badMessages, m.panics, m.handshakeReject)
 	return m
 }

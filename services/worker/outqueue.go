@@ -5,6 +5,8 @@ package worker
 import (
 	"sync"
 	"time"
+
+	"github.com/scc-k8s/scc/internal/ws"
 )
 
 // send queues one encoded frame. It never blocks: a socket whose queue
@@ -62,6 +64,9 @@ func (s *Socket) sendPing() {
 // be allocated again for every burst.
 var batchBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
+// noHeader is the room a batch buffer starts with, for ws.Conn.WriteFramed.
+var noHeader [ws.MaxHeader]byte
+
 func (s *Socket) writeLoop() {
 	q := &s.out
 	bp := batchBufs.Get().(*[]byte)
@@ -74,10 +79,10 @@ func (s *Socket) writeLoop() {
 	}()
 	for {
 		q.mu.Lock()
-		items, ping, closeMsg := q.items, q.ping, q.closeMsg
+		items, ping, closing, code, text := q.items, q.ping, q.closing, q.closeCode, q.closeText
 		q.items, q.spare = q.spare, nil
-		q.bytes, q.ping, q.closeMsg = 0, false, nil
-		if len(items) == 0 && !ping && closeMsg == nil {
+		q.bytes, q.ping, q.closing = 0, false, false
+		if len(items) == 0 && !ping && !closing {
 			q.writing = false
 			q.mu.Unlock()
 			return
@@ -90,11 +95,11 @@ func (s *Socket) writeLoop() {
 			if s.v1 {
 				p = pingV1
 			}
-			err = s.ws.writeFrame(opText, p)
+			err = s.ws.WriteMessage(ws.OpText, p)
 		}
 		for i := 0; err == nil && i < len(items); {
 			if len(items[i]) >= maxBatchBytes {
-				err = s.ws.writeFrame(opText, items[i])
+				err = s.ws.WriteMessage(ws.OpText, items[i])
 				i++
 				continue
 			}
@@ -104,21 +109,22 @@ func (s *Socket) writeLoop() {
 			j := i + 1
 			if i < len(items)-1 && len(items[i])+len(items[j]) < maxBatchBytes {
 				buf = append(append(buf, '['), items[i]...)
-				for ; j < len(items) && len(buf)-maxHeader+len(items[j]) < maxBatchBytes; j++ {
+				for ; j < len(items) && len(buf)-ws.MaxHeader+len(items[j]) < maxBatchBytes; j++ {
 					buf = append(append(buf, ','), items[j]...)
 				}
 				buf = append(buf, ']')
 			} else {
 				buf = append(buf, items[i]...) // alone: sent bare
 			}
-			err = s.ws.writeFramed(opText, buf)
+			err = s.ws.WriteFramed(ws.OpText, buf)
 			i = j
 		}
-		if err == nil && closeMsg != nil {
-			err = s.ws.writeControl(opClose, closeMsg, true)
+		if err == nil && closing {
+			// The last frame: ws.Conn refuses anything after it.
+			err = s.ws.WriteClose(code, text)
 			// The reader finishes when the peer's close frame arrives or,
 			// at the latest, after closeGrace.
-			_ = s.ws.nc.SetReadDeadline(time.Now().Add(closeGrace))
+			_ = s.ws.NetConn().SetReadDeadline(time.Now().Add(closeGrace))
 		}
 		clear(items)
 		q.mu.Lock()
@@ -132,7 +138,7 @@ func (s *Socket) writeLoop() {
 			clear(q.items)
 			q.items = nil
 			q.mu.Unlock()
-			s.ws.nc.Close() // the reader sees it and cleans up
+			s.ws.Close() // the reader sees it and cleans up
 			return
 		}
 	}
@@ -144,7 +150,7 @@ func (s *Socket) slowConsumer() {
 	s.srv.log.Debug("closing slow consumer", "conn", s.id)
 	// Say why if no write is stuck on the peer (briefly: it may not be
 	// reading at all), then cut the connection.
-	_ = s.ws.nc.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
-	_ = s.ws.writeControl(opClose, closePayload(CloseSlowConsumer, "slow consumer"), false)
-	s.ws.nc.Close()
+	_ = s.ws.NetConn().SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+	_ = s.ws.TryWriteClose(CloseSlowConsumer, "slow consumer")
+	s.ws.Close()
 }

@@ -108,7 +108,10 @@ func (s *Socket) deliver(frame []byte, ch string, data json.RawMessage) {
 	if h := s.srv.h.Load(); len(h.outbound) > 0 {
 		a := Action{Type: ActionPublishOut, Socket: s, Channel: ch, Data: data}
 		for _, mw := range h.outbound {
-			if err := mw(&a); err != nil {
+			if err := callMiddleware(s.srv, s, "outbound middleware", mw, &a); err != nil {
+				if err == errInternal {
+					s.closeWith(CloseInternalError, "internal server error")
+				}
 				return
 			}
 		}

@@ -3,9 +3,12 @@ package worker
 // The socket's reader: frames in, messages decoded, handed to dispatch.
 
 import (
+	"bytes"
 	"errors"
 	"time"
+	"unicode/utf8"
 
+	"github.com/scc-k8s/scc/internal/ws"
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
@@ -17,27 +20,21 @@ import (
 // for the next message with the 2 KiB an idle socket needs.
 func (s *Socket) readLoop() {
 	for {
-		msg, err := s.rd.next()
-		if err == errYield {
+		op, msg, err := s.rd.Next()
+		if err == ws.ErrYield {
 			go s.readLoop()
 			return
 		}
 		if err != nil {
 			defer s.srv.readers.Done()
 			defer s.finish()
-			code := CloseAbnormal
-			reason := ""
-			var ce *closeError
-			var pe errProtocol
-			switch {
-			case errors.As(err, &ce):
-				code, reason = ce.code, ce.text
-			case errors.Is(err, errReadLimit):
-				code = CloseMessageTooBig
-				s.srv.metrics.badMessages.WithLabelValues("too_big").Inc()
-			case errors.As(err, &pe):
-				code, reason = CloseProtocolError, string(pe)
-				s.srv.metrics.badMessages.WithLabelValues("bad_frame").Inc()
+			code, reason := CloseAbnormal, ""
+			var ce *ws.CloseError
+			if errors.As(err, &ce) {
+				code, reason = ce.Code, ce.Reason
+				if !ce.Remote {
+					s.srv.metrics.badMessages.WithLabelValues(closeReasons[ce.Code]).Inc()
+				}
 			}
 			s.markClosed(code, reason)
 			return
@@ -47,11 +44,23 @@ func (s *Socket) readLoop() {
 		}
 		s.srv.metrics.messagesIn.Inc()
 		s.lastSeen.Store(time.Now().UnixNano())
-		s.onMessage(msg)
+		if op == ws.OpBinary && !utf8.Valid(msg) {
+			// Read as text, as socketcluster-server does with binary
+			// frames: what is not UTF-8 becomes U+FFFD, so nothing this
+			// socket sends can reach another as an invalid text frame.
+			msg = bytes.ToValidUTF8(msg, []byte("\uFFFD"))
+		}
+		s.handleMessage(msg)
 		if s.srv.cfg.InboundRate > 0 {
 			s.throttle()
 		}
 	}
+}
+
+// closeReasons label the frames the reader refused, by the close code
+// it answered them with.
+var closeReasons = map[int]string{
+	CloseProtocolError: "bad_frame", CloseInvalidPayload: "bad_utf8", CloseMessageTooBig: "too_big",
 }
 
 // throttle is a token bucket on inbound messages: over the rate, the reader
@@ -86,7 +95,7 @@ func (s *Socket) isPong(msg []byte) bool {
 func (s *Socket) onMessage(msg []byte) {
 	if s.isPong(msg) {
 		if s.state.Load() == stateConnecting {
-			s.Disconnect(CloseBeforeHandshake, "")
+			s.closeWith(CloseBeforeHandshake, "")
 			return
 		}
 		s.checkExpiry()
@@ -94,8 +103,9 @@ func (s *Socket) onMessage(msg []byte) {
 	}
 	h := s.srv.h.Load()
 	for _, mw := range h.inboundRaw {
-		out, err := mw(s, msg)
-		if err != nil {
+		var out []byte
+		var err error
+		if !s.guard("inbound raw middleware", func() { out, err = mw(s, msg) }) || err != nil {
 			return
 		}
 		if out != nil {
@@ -105,7 +115,7 @@ func (s *Socket) onMessage(msg []byte) {
 	frames, _, raw := codec.Decode(msg, s.frames[:0])
 	if raw {
 		if s.state.Load() == stateConnecting {
-			s.Disconnect(CloseBeforeHandshake, "")
+			s.closeWith(CloseBeforeHandshake, "")
 			return
 		}
 		s.onRaw(h, msg)
@@ -124,7 +134,9 @@ func (s *Socket) onMessage(msg []byte) {
 func (s *Socket) onRaw(h *handlers, msg []byte) {
 	s.srv.metrics.rawMessages.Inc()
 	for _, fn := range h.onRaw {
-		fn(s, msg)
+		if !s.guard("raw hook", func() { fn(s, msg) }) {
+			return
+		}
 	}
 }
 

@@ -42,6 +42,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/scc-k8s/scc/internal/ws"
 	"github.com/scc-k8s/scc/pkg/auth"
 	"github.com/scc-k8s/scc/pkg/codec"
 	"github.com/scc-k8s/scc/pkg/ops"
@@ -49,13 +50,15 @@ import (
 
 // Close codes of the SocketCluster protocol and of this server.
 const (
-	CloseNormal            = 1000
-	CloseGoingAway         = 1001
-	CloseProtocolError     = 1002
-	CloseNoStatus          = 1005
-	CloseAbnormal          = 1006
-	CloseMessageTooBig     = 1009
-	ClosePingTimeout       = 4000 // sent by clients; see CloseDraining
+	CloseNormal            = ws.CloseNormal
+	CloseGoingAway         = ws.CloseGoingAway
+	CloseProtocolError     = ws.CloseProtocolError
+	CloseNoStatus          = ws.CloseNoStatus // never sent
+	CloseAbnormal          = ws.CloseAbnormal // never sent: the connection ended without a close frame
+	CloseInvalidPayload    = ws.CloseInvalidPayload
+	CloseMessageTooBig     = ws.CloseMessageTooBig
+	CloseInternalError     = ws.CloseInternalError // a panic in the socket's handlers
+	ClosePingTimeout       = 4000                  // sent by clients; see CloseDraining
 	ClosePongTimeout       = 4001
 	CloseAuthSignFailed    = 4002
 	CloseHandshakeTimeout  = 4005
@@ -317,8 +320,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(h.handshake) > 0 {
 		hs := &Handshake{Kind: HandshakeWS, Request: r}
 		for _, mw := range h.handshake {
-			if err := mw(hs); err != nil {
+			if err := callMiddleware(s, nil, "handshake middleware", mw, hs); err != nil {
 				s.metrics.handshakeReject.Inc()
+				if err == errInternal {
+					http.Error(w, "Internal Server Error", http.StatusInternalServerError)
+					return
+				}
 				msg := err.Error()
 				var ce *codec.Error
 				if errors.As(err, &ce) {
@@ -329,12 +336,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	ws, err := upgrade(w, r)
+	c, err := ws.Upgrade(w, r, ws.Options{ReadLimit: s.cfg.HandshakeMaxPayload, Deflate: s.cfg.PerMessageDeflate})
 	if err != nil {
 		s.metrics.handshakeReject.Inc()
-		return // upgrade has answered
+		return // Upgrade has answered
 	}
-	sock := s.newSocket(ws, keptRequest(r))
+	sock := s.newSocket(c, keptRequest(r))
 	s.readers.Add(1)
 	// The reader gets a fresh goroutine and this one returns: net/http then
 	// lets go of its per-connection state (buffered reader and writer,
@@ -467,7 +474,7 @@ func (s *Server) publish(channel string, data json.RawMessage, done func(error))
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
 	for _, sock := range s.snapshotSockets(nil) {
-		sock.Disconnect(CloseDraining, "server draining")
+		sock.closeWith(CloseDraining, "server draining")
 	}
 	done := make(chan struct{})
 	go func() { s.readers.Wait(); close(done) }()
@@ -477,7 +484,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 		for _, sock := range s.snapshotSockets(nil) {
-			sock.ws.nc.Close()
+			sock.ws.Close()
 		}
 	}
 	s.Close()
@@ -491,7 +498,7 @@ func (s *Server) Close() error {
 	s.stopOnce.Do(func() {
 		close(s.stop)
 		for _, sock := range s.snapshotSockets(nil) {
-			sock.ws.nc.Close()
+			sock.ws.Close()
 		}
 		s.sweeper.Wait()
 		_ = s.broker.Close()

@@ -18,11 +18,15 @@ func (s *Socket) handshake(h *handlers, f *codec.Frame) {
 
 	for _, mw := range h.handshake {
 		hs := &Handshake{Kind: HandshakeSC, Request: s.req, Socket: s, AuthToken: claims, AuthError: authErr}
-		if err := mw(hs); err != nil {
+		if err := callMiddleware(s.srv, s, "handshake middleware", mw, hs); err != nil {
 			s.srv.metrics.handshakeReject.Inc()
 			err = middlewareError(err, ActionType(0), "handshake")
 			s.send(codec.AppendErrorResponse(nil, f.CID, err))
-			s.Disconnect(closeCodeOf(err, CloseHandshakeRejected), "")
+			code := closeCodeOf(err, CloseHandshakeRejected)
+			if err == errInternal {
+				code = CloseInternalError
+			}
+			s.closeWith(code, "")
 			return
 		}
 	}
@@ -60,11 +64,14 @@ func (s *Socket) handshake(h *handlers, f *codec.Frame) {
 	if s.state.CompareAndSwap(stateConnecting, stateOpen) {
 		s.mu.Lock()
 		s.wasOpen = true
-		s.rd.yield = true
+		s.rd.SetLimit(s.srv.cfg.MaxPayload)
+		s.rd.Yield()
 		s.mu.Unlock()
 		s.srv.metrics.handshakes.Inc()
 		for _, fn := range h.onConnect {
-			fn(s)
+			if !s.guard("connect hook", func() { fn(s) }) {
+				return
+			}
 		}
 	}
 }
@@ -92,7 +99,7 @@ func (s *Socket) verify(raw json.RawMessage) (map[string]any, string, *codec.Err
 func (s *Socket) applyAuth(h *handlers, claims map[string]any, signed string) error {
 	a := Action{Type: ActionAuthenticate, Socket: s, AuthToken: claims, SignedAuthToken: signed}
 	for _, mw := range h.inbound {
-		if err := mw(&a); err != nil {
+		if err := callMiddleware(s.srv, s, "inbound middleware", mw, &a); err != nil {
 			s.clearAuth()
 			return middlewareError(err, ActionAuthenticate, "inbound")
 		}
@@ -192,7 +199,7 @@ func (s *Socket) SetAuthToken(claims map[string]any) error {
 	}
 	signed, final, err := s.srv.auth.Sign(claims, s.srv.cfg.Clock())
 	if err != nil {
-		s.Disconnect(CloseAuthSignFailed, "")
+		s.closeWith(CloseAuthSignFailed, "")
 		return err
 	}
 	// Keep the claims as a verifier would see them (numbers as float64).

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/scc-k8s/scc/internal/ws"
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
@@ -27,8 +28,8 @@ const closeGrace = 2 * time.Second
 type Socket struct {
 	srv     *Server
 	id      string
-	ws      *wsConn
-	rd      *wsReader
+	ws      *ws.Conn
+	rd      *ws.Reader
 	req     *http.Request
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -66,14 +67,16 @@ type callResult struct {
 }
 
 type outQueue struct {
-	mu       sync.Mutex
-	items    [][]byte
-	spare    [][]byte
-	bytes    int
-	ping     bool
-	writing  bool
-	closed   bool   // nothing more is accepted
-	closeMsg []byte // close frame to send once items are written
+	mu        sync.Mutex
+	items     [][]byte
+	spare     [][]byte
+	bytes     int
+	ping      bool
+	writing   bool
+	closed    bool // nothing more is accepted
+	closing   bool // send the close frame (closeCode, closeText) once items are written
+	closeCode int
+	closeText string
 }
 
 var (
@@ -81,13 +84,13 @@ var (
 	pingV2 = []byte("")
 )
 
-func (srv *Server) newSocket(ws *wsConn, r *http.Request) *Socket {
+func (srv *Server) newSocket(c *ws.Conn, r *http.Request) *Socket {
 	ctx, cancel := context.WithCancel(context.Background())
 	now := time.Now()
 	s := &Socket{
 		srv:     srv,
 		id:      newSocketID(),
-		ws:      ws,
+		ws:      c,
 		req:     r,
 		ctx:     ctx,
 		cancel:  cancel,
@@ -96,7 +99,7 @@ func (srv *Server) newSocket(ws *wsConn, r *http.Request) *Socket {
 	}
 	s.lastSeen.Store(now.UnixNano())
 	s.lastPing.Store(now.UnixNano())
-	s.rd = newWSReader(ws.nc, ws, srv.cfg.MaxPayload)
+	s.rd = c.Reader()
 	srv.addSocket(s)
 	return s
 }
