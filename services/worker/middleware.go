@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/scc-k8s/scc/internal/ws"
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
@@ -106,8 +107,15 @@ type closeCodeError struct {
 func (e *closeCodeError) Unwrap() error { return e.error }
 
 // WithCloseCode makes a handshake middleware's error close the socket with
-// code instead of 4008.
-func WithCloseCode(err error, code int) error { return &closeCodeError{err, code} }
+// code instead of 4008. A code that may not be sent in a close frame (see
+// ws.ValidCloseCode) is refused: the result then also wraps
+// ws.ErrCloseCode, and the socket is closed with 4008.
+func WithCloseCode(err error, code int) error {
+	if cerr := ws.CheckCloseCode(code); cerr != nil {
+		return errors.Join(err, cerr)
+	}
+	return &closeCodeError{err, code}
+}
 
 func closeCodeOf(err error, def int) int {
 	var c *closeCodeError
