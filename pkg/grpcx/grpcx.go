@@ -10,8 +10,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -58,17 +61,22 @@ func (c Config) check(ctx context.Context) error {
 // ServerOptions returns the options for a component's gRPC server.
 func ServerOptions(c Config) ([]grpc.ServerOption, error) {
 	opts := []grpc.ServerOption{
-		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 			if err := c.check(ctx); err != nil {
 				return nil, err
 			}
-			return h(ctx, req)
+			err = Guard(info.FullMethod, func() error {
+				var herr error
+				resp, herr = h(ctx, req)
+				return herr
+			})
+			return resp, err
 		}),
-		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
 			if err := c.check(ss.Context()); err != nil {
 				return err
 			}
-			return h(srv, ss)
+			return Guard(info.FullMethod, func() error { return h(srv, ss) })
 		}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 5 * time.Second, Timeout: 5 * time.Second}),
@@ -151,4 +159,23 @@ func loadPool(file string) (*x509.CertPool, error) {
 		return nil, errors.New("grpcx: CA file has no certificates")
 	}
 	return pool, nil
+}
+
+// Panics counts the panics Guard recovered; tests and metrics read it.
+var Panics atomic.Int64
+
+// Guard runs fn and turns a panic in it into a codes.Internal error, logged
+// (slog's default logger) with its stack: a handler's bug, or one a peer
+// provokes, ends that call or stream, never the process. Every gRPC
+// handler runs under it (ServerOptions); goroutines a handler starts call
+// it themselves.
+func Guard(what string, fn func() error) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			Panics.Add(1)
+			slog.Error("recovered from a panic", "where", what, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			err = status.Errorf(codes.Internal, "grpcx: %s: internal error", what)
+		}
+	}()
+	return fn()
 }

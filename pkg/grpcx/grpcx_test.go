@@ -96,3 +96,54 @@ func TestTokenAndTLS(t *testing.T) {
 		t.Fatalf("plaintext with token: %v", err)
 	}
 }
+
+// panicky is a health server whose Check panics on demand.
+type panicky struct {
+	healthpb.UnimplementedHealthServer
+}
+
+func (panicky) Check(_ context.Context, r *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	if r.Service == "boom" {
+		panic("boom")
+	}
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+func (panicky) Watch(*healthpb.HealthCheckRequest, healthpb.Health_WatchServer) error { panic("stream boom") }
+
+// A panicking handler fails its call with codes.Internal; the server keeps
+// serving.
+func TestHandlerPanicsRecovered(t *testing.T) {
+	opts, _ := ServerOptions(Config{})
+	gs := grpc.NewServer(opts...)
+	healthpb.RegisterHealthServer(gs, panicky{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	conn, err := Dial(ln.Addr().String(), Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	c := healthpb.NewHealthClient(conn)
+	before := Panics.Load()
+	if _, err := c.Check(t.Context(), &healthpb.HealthCheckRequest{Service: "boom"}); status.Code(err) != codes.Internal {
+		t.Fatalf("panicking call: %v", err)
+	}
+	w, err := c.Watch(t.Context(), &healthpb.HealthCheckRequest{})
+	if err == nil {
+		_, err = w.Recv()
+	}
+	if status.Code(err) != codes.Internal {
+		t.Fatalf("panicking stream: %v", err)
+	}
+	if _, err := c.Check(t.Context(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("after the panics: %v", err)
+	}
+	if n := Panics.Load() - before; n != 2 {
+		t.Fatalf("%d panics counted, want 2", n)
+	}
+}

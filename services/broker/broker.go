@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
 
@@ -132,17 +133,19 @@ func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
 	}()
 	go func() {
 		defer wg.Done()
-		for {
-			req, err := stream.Recv()
-			if err != nil {
-				failed <- struct{}{}
-				return
+		_ = grpcx.Guard("broker link receive", func() error {
+			for {
+				req, err := stream.Recv()
+				if err != nil {
+					return err
+				}
+				if req.WorkerId != "" && l.worker == "" {
+					l.worker = req.WorkerId
+				}
+				s.apply(l, req.Ops)
 			}
-			if req.WorkerId != "" && l.worker == "" {
-				l.worker = req.WorkerId
-			}
-			s.apply(l, req.Ops)
-		}
+		})
+		failed <- struct{}{}
 	}()
 	select {
 	case <-failed:

@@ -28,6 +28,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
 
@@ -252,14 +253,15 @@ func (s *Server) Join(stream sccv1.State_JoinServer) error {
 	}()
 	recvErr := make(chan error, 1)
 	go func() {
-		for {
-			req, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
+		recvErr <- grpcx.Guard("state member receive", func() error {
+			for {
+				req, err := stream.Recv()
+				if err != nil {
+					return err
+				}
+				s.handle(id, m, req)
 			}
-			s.handle(id, m, req)
-		}
+		})
 	}()
 	// Return when the member goes, the send fails, or state drops the
 	// member (lease, replacement): returning ends the stream, so the
