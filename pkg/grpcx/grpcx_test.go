@@ -109,7 +109,9 @@ func (panicky) Check(_ context.Context, r *healthpb.HealthCheckRequest) (*health
 	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
 }
 
-func (panicky) Watch(*healthpb.HealthCheckRequest, healthpb.Health_WatchServer) error { panic("stream boom") }
+func (panicky) Watch(*healthpb.HealthCheckRequest, healthpb.Health_WatchServer) error {
+	panic("stream boom")
+}
 
 // A panicking handler fails its call with codes.Internal; the server keeps
 // serving.
