@@ -68,6 +68,10 @@ func NewPeer(t testing.TB, c *websocket.Conn) *Peer {
 	return p
 }
 
+// Bind makes p report failures to t from now on (a peer that outlives one
+// fuzz input reports to the input's t).
+func (p *Peer) Bind(t testing.TB) { p.t = t }
+
 // Send writes one text message.
 func (p *Peer) Send(msg string) {
 	p.t.Helper()
