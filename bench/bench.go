@@ -22,6 +22,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/scc-k8s/scc/pkg/client"
 )
 
@@ -59,6 +60,9 @@ type Config struct {
 	// process in ServerPIDs (a cluster's state, brokers and workers).
 	ServerPID  int
 	ServerPIDs []int
+	// Compress offers permessage-deflate on every connection (gorilla's
+	// client: no context takeover, as our server agrees to). Default false.
+	Compress bool
 }
 
 // Scenarios the tool runs.
@@ -170,7 +174,11 @@ func (r *runner) dial(ctx context.Context) (conn, error) {
 	url := r.url()
 	switch r.cfg.Target {
 	case "", "sc":
-		sc := client.New(client.Options{URL: url, ProtocolVersion: r.cfg.ProtocolVersion, NoReconnect: true})
+		opts := client.Options{URL: url, ProtocolVersion: r.cfg.ProtocolVersion, NoReconnect: true}
+		if r.cfg.Compress {
+			opts.Dialer = &websocket.Dialer{EnableCompression: true, HandshakeTimeout: 10 * time.Second}
+		}
+		sc := client.New(opts)
 		sc.OnDisconnect(func(*client.CloseError) { r.discs.Add(1) })
 		if err := sc.Connect(ctx); err != nil {
 			return nil, err

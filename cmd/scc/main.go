@@ -104,6 +104,8 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 	origins := f.String("origins", "*:*", "allowed origins: host:port, host:*, *:port, separated by commas")
 	chanLimit := f.Int("socket-channel-limit", 1000, "max channels per socket (-1: unlimited)")
 	maxPayload := f.Int("max-payload", 1<<20, "max inbound WebSocket message size in bytes")
+	handshakePayload := f.Int("handshake-max-payload", 64<<10, "max inbound message size in bytes before the SocketCluster handshake")
+	deflate := f.Bool("per-message-deflate", false, "accept permessage-deflate compression when clients offer it")
 	maxPending := f.Int("max-pending-bytes", 8<<20, "outbound bytes queued per socket before it is closed as a slow consumer")
 	inboundRate := f.Float("inbound-rate", 0, "max inbound messages per second per socket (0: no limit)")
 	logLevel := f.String("log-level", "info", "debug, info, warn or error")
@@ -144,6 +146,8 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 				Origins:               *origins,
 				SocketChannelLimit:    *chanLimit,
 				MaxPayload:            int64(*maxPayload),
+				HandshakeMaxPayload:   int64(*handshakePayload),
+				PerMessageDeflate:     *deflate,
 				MaxPendingBytes:       *maxPending,
 				InboundRate:           *inboundRate,
 				Auth:                  ac,
@@ -271,6 +275,7 @@ func runBench(ctx context.Context, args []string) error {
 	inFlight := f.Int("in-flight", 0, "publishes awaiting ack per publisher (0: the scenario's default)")
 	rate := f.Int("rate", 0, "publishes per second for fanout-rate (0: 40)")
 	payload := f.Int("payload", 64, "payload bytes")
+	compress := f.Bool("compress", false, "offer permessage-deflate (the server compresses when it accepts)")
 	pids := f.String("server-pid", "", "server processes to read CPU and memory of (/proc), comma-separated")
 	jsonOut := f.String("json", "", "also write the results as JSON to this file")
 	if err := f.Parse(args); err != nil {
@@ -307,7 +312,7 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		res, err := bench.Run(ctx, bench.Config{URL: *url, URLs: urls, Target: *target, ProtocolVersion: *proto, Scenario: strings.TrimSpace(sc),
 			Duration: *duration, Warmup: *warmup, Connections: *conns, InFlight: *inFlight, Rate: *rate,
-			PayloadSize: *payload, ServerPIDs: pidList})
+			PayloadSize: *payload, ServerPIDs: pidList, Compress: *compress})
 		if err != nil {
 			return err
 		}
