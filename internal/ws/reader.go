@@ -268,6 +268,13 @@ func (rd *Reader) Next() (op int, msg []byte, err error) {
 		rd.release()
 		return 0, nil, ErrYield
 	}
+	// Wait for the client here rather than deeper down: an idle connection
+	// parks with as shallow a stack as it can (2 KiB, not 4).
+	if rd.r == rd.w {
+		if err := rd.need(1); err != nil {
+			return 0, nil, err
+		}
+	}
 	compressed := false
 	for {
 		h, err := rd.readHeader(op != 0, int64(len(msg)))
