@@ -14,7 +14,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 SCENARIOS=${SCENARIOS:-fanout,fanout-rate,channels,churn,hot,idle,storm}
-SERVERS=${SERVERS:-scc sc20 sc14 centrifugo scc-cluster}
+SERVERS=${SERVERS:-scc sc20 sc14 centrifugo scc-cluster scc-gorilla}
 CACHE=${SCC_PEERS_CACHE:-$HOME/.cache/scc-peers}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$CACHE/bin" "$OUT"
@@ -24,6 +24,9 @@ command -v taskset >/dev/null || { echo "taskset (util-linux) is required"; exit
 (cd bench/peers && [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error)
 [ -x "$CACHE/bin/centrifugo" ] || GOBIN="$CACHE/bin" go install github.com/centrifugal/centrifugo/v6@v6.9.1
 go build -o "$CACHE/bin/scc" ./cmd/scc
+# The worker on gorilla/websocket instead of internal/ws: what our own
+# WebSocket layer is for, measured in every comparison.
+go build -tags gorillaws -o "$CACHE/bin/scc-gorilla" ./cmd/scc
 go build -o "$CACHE/bin/floor" ./bench/floor
 cat > "$CACHE/centrifugo.json" <<'JSON'
 {"client": {"insecure": true, "allowed_origins": ["*"]}, "http_server": {"port": "18030", "address": "127.0.0.1"}, "log": {"level": "error"}}
@@ -40,6 +43,8 @@ start_server() { # name -> sets PID (comma-separated) URL MORE PROTO TARGET SCEN
       taskset -c 0 "$CACHE/bin/scc" worker --listen 127.0.0.1:18043 --state 127.0.0.1:18040 --cluster-token $tok --socket-channel-limit -1 --log-level $log & local p4=$!
       PID="$p1,$p2,$p3,$p4"; URL=ws://127.0.0.1:18042/socketcluster/; MORE=ws://127.0.0.1:18043/socketcluster/
       SCEN=${CLUSTER_SCENARIOS:-fanout} ;;
+    scc-gorilla) taskset -c 0 "$CACHE/bin/scc-gorilla" worker --listen 127.0.0.1:18013 --socket-channel-limit -1 --log-level error & PID=$!
+         URL=ws://127.0.0.1:18013/socketcluster/; SCEN=${GORILLA_SCENARIOS:-fanout,idle} ;;
     scc) taskset -c 0 "$CACHE/bin/scc" worker --listen 127.0.0.1:18010 --socket-channel-limit -1 --log-level error & PID=$!
          URL=ws://127.0.0.1:18010/socketcluster/ ;;
     sc20) (cd bench/peers && exec taskset -c 0 node sc20.js 18011) & PID=$!; URL=ws://127.0.0.1:18011/socketcluster/ ;;

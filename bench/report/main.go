@@ -68,19 +68,17 @@ type stat struct {
 
 func main() {
 	in := flag.String("in", "", "folder of <server>-<run>.json files")
-	servers := flag.String("servers", "scc sc20 sc14 centrifugo scc-cluster", "servers, ours first; scc-cluster is reported against scc")
+	servers := flag.String("servers", "scc sc20 sc14 centrifugo scc-cluster scc-gorilla", "servers, ours first; scc-cluster and scc-gorilla are reported against scc")
 	out := flag.String("out", "docs/benchmarks.md", "markdown to write")
 	pngOut := flag.String("png", "docs/benchmarks.png", "chart to write")
 	command := flag.String("command", "bash bench/compare.sh", "the command that produced the results")
 	flag.Parse()
 	names := strings.Fields(*servers)
-	// The cluster run is judged against the single process, not listed as a peer.
-	cluster := slices.Contains(names, "scc-cluster")
-	names = slices.DeleteFunc(names, func(s string) bool { return s == "scc-cluster" })
-	all := names
-	if cluster {
-		all = append(slices.Clone(names), "scc-cluster")
-	}
+	// The cluster run and the worker on gorilla/websocket are judged against
+	// the single process, not listed as peers.
+	variants := slices.DeleteFunc(slices.Clone(names), func(s string) bool { return s != "scc-cluster" && s != "scc-gorilla" })
+	names = slices.DeleteFunc(names, func(s string) bool { return slices.Contains(variants, s) })
+	all := append(slices.Clone(names), variants...)
 	values := map[string]map[string][]float64{} // server -> metric key -> per run
 	runs := 0
 	for _, s := range all {
@@ -276,6 +274,19 @@ func writeReport(b *strings.Builder, names []string, stats map[string]map[string
 			fmt.Sprintf("%s (%s-%s) msgs/s, %.0f%% of single", num(cl.med), num(cl.min), num(cl.max), 100*cl.med/math.Max(single, 1)), cl.med >= 0.75*single)
 	} else {
 		b.WriteString("| cluster fan-out within 25% of single process | not measured in this run | no: gap stated |\n")
+	}
+	if g := stats["scc-gorilla"]; len(g) > 0 {
+		b.WriteString("\n## Our WebSocket layer against gorilla/websocket\n\n`scc-gorilla` is the same `scc worker` built with `-tags gorillaws`: gorilla/websocket reads and writes every frame (a pooled 16 KiB write buffer, as the worker had before `internal/ws`). Same rounds, same machine, alternating with the others.\n\n| scenario | metric | scc (internal/ws) | scc-gorilla | ratio |\n|---|---|---|---|---|\n")
+		for _, m := range metrics {
+			k := key(m)
+			gs, ok := g[k]
+			if !ok {
+				continue
+			}
+			o := stats[ours][k]
+			fmt.Fprintf(b, "| %s | %s | %s (%s-%s) | %s (%s-%s) | %.2fx |\n", m.scenario, m.name, num(o.med), num(o.min), num(o.max),
+				num(gs.med), num(gs.min), num(gs.max), ratio(m, o.med, gs.med))
+		}
 	}
 	if f1, f2 := fl[100], fl[2000]; f1.n > 0 && f2.n > 0 {
 		fmt.Fprintf(b, "\n### This machine's floor\n\n`bench/floor` writes to 1,000 loopback sockets round-robin from one goroutine with nothing else in the path (server core 0, reader core 1), once per round: %.1f us (%.1f-%.1f) of CPU per 2,000-byte write, %.1f us (%.1f-%.1f) per 100-byte write. ",

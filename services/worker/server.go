@@ -336,7 +336,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	c, err := ws.Upgrade(w, r, ws.Options{ReadLimit: s.cfg.HandshakeMaxPayload, Deflate: s.cfg.PerMessageDeflate})
+	c, err := upgradeWS(w, r, ws.Options{ReadLimit: s.cfg.HandshakeMaxPayload, Deflate: s.cfg.PerMessageDeflate})
 	if err != nil {
 		s.metrics.handshakeReject.Inc()
 		return // Upgrade has answered

@@ -8,7 +8,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/scc-k8s/scc/internal/ws"
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
@@ -28,8 +27,8 @@ const closeGrace = 2 * time.Second
 type Socket struct {
 	srv     *Server
 	id      string
-	ws      *ws.Conn
-	rd      *ws.Reader
+	ws      *wsConn
+	rd      *wsReader
 	req     *http.Request
 	ctx     context.Context
 	cancel  context.CancelFunc
@@ -84,7 +83,7 @@ var (
 	pingV2 = []byte("")
 )
 
-func (srv *Server) newSocket(c *ws.Conn, r *http.Request) *Socket {
+func (srv *Server) newSocket(c *wsConn, r *http.Request) *Socket {
 	ctx, cancel := context.WithCancel(context.Background())
 	now := time.Now()
 	s := &Socket{
