@@ -108,6 +108,7 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 			s.failInvoke(f, codec.NewError(codec.InvalidActionError, "Unsubscribe channel name was malformatted"))
 			return
 		}
+		s.settle(ch)
 		if err := s.unsubscribe(ch); err != nil {
 			s.failInvoke(f, codec.NewError(codec.BrokerError,
 				"Failed to unsubscribe socket from the "+ch+" channel - "+err.Error()))
@@ -138,18 +139,18 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 
 	switch a.Type {
 	case ActionPublishIn:
-		var done func(error)
-		if invoke {
-			cid := f.CID
-			done = func(err error) {
-				if err != nil {
-					s.send(codec.AppendErrorResponse(nil, cid, brokerError(err)))
-					return
-				}
+		ch, cid := a.Channel, f.CID
+		s.opStart(ch)
+		s.srv.publish(ch, a.Data, func(err error) {
+			s.opDone(ch)
+			switch {
+			case cid == nil:
+			case err != nil:
+				s.send(codec.AppendErrorResponse(nil, cid, brokerError(err)))
+			default:
 				s.send(codec.AppendResponse(nil, cid, nil))
 			}
-		}
-		s.srv.publish(a.Channel, a.Data, done)
+		})
 	case ActionSubscribe:
 		cid := f.CID
 		s.subscribe(a.Channel, func(err error) {

@@ -113,7 +113,7 @@ func FuzzPublishSubscribe(f *testing.F) {
 			}
 			sub.Expect(`{"event":"#publish","data":{"channel":"sentinel","data":` + mark + `}}`)
 		}
-		chJSON, _ := json.Marshal(ch) // a valid JSON string; what is not UTF-8 becomes U+FFFD
+		chJSON, _ := json.Marshal(ch)  // a valid JSON string; what is not UTF-8 becomes U+FFFD
 		subscribed := ch == "sentinel" // subscribed throughout
 		if !subscribed {
 			sub.Send(`{"event":"#subscribe","data":{"channel":` + string(chJSON) + `},"cid":3}`)

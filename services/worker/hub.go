@@ -3,6 +3,7 @@ package worker
 import (
 	"encoding/json"
 	"hash/maphash"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -167,11 +168,19 @@ func (h *hub) unsubscribe(ch string, sock *Socket, x *exchSub) {
 		return
 	}
 	e.remove(sock, x)
-	for i, w := range e.waiters {
+	// A subscribe still waiting for its broker gets its answer now: as far
+	// as its client knows it succeeded, and this unsubscribe follows it.
+	var answered []subWaiter
+	kept := e.waiters[:0:0]
+	for _, w := range e.waiters {
 		if (sock != nil && w.sock == sock) || (x != nil && w.exch == x) {
-			e.waiters = append(e.waiters[:i:i], e.waiters[i+1:]...)
-			break
+			answered = append(answered, w)
+		} else {
+			kept = append(kept, w)
 		}
+	}
+	if len(answered) > 0 {
+		e.waiters = kept
 	}
 	if e.active && len(e.socks) == 0 && len(e.exch) == 0 {
 		sh.drop(ch)
@@ -179,6 +188,9 @@ func (h *hub) unsubscribe(ch string, sock *Socket, x *exchSub) {
 		h.broker.Unsubscribe(ch)
 	}
 	sh.mu.Unlock()
+	for _, w := range answered {
+		w.done(nil)
+	}
 }
 
 // deliver hands one channel message to every local subscriber. The frame
@@ -188,11 +200,25 @@ func (h *hub) deliver(srv *Server, ch string, data json.RawMessage) {
 	sh := h.shard(ch)
 	sh.mu.RLock()
 	e := sh.channels[ch]
-	if e == nil || !e.active {
+	if e == nil {
 		sh.mu.RUnlock()
 		return
 	}
 	socks, exch := e.socks, e.exch
+	if !e.active {
+		// The broker sends a channel's messages once it has our
+		// subscription, which may be before its confirmation reaches us:
+		// the subscribers waiting for it get them (clients accept
+		// messages on a channel whose subscribe is pending).
+		for _, w := range e.waiters {
+			switch {
+			case w.sock != nil && !slices.Contains(socks, w.sock):
+				socks = append(socks[:len(socks):len(socks)], w.sock)
+			case w.exch != nil && !slices.Contains(exch, w.exch):
+				exch = append(exch[:len(exch):len(exch)], w.exch)
+			}
+		}
+	}
 	sh.mu.RUnlock()
 	if len(socks) > 0 {
 		frame := codec.AppendPublish(make([]byte, 0, len(ch)+len(data)+48), ch, data)

@@ -4,9 +4,64 @@ package worker
 
 import (
 	"encoding/json"
+	"time"
 
 	"github.com/scc-k8s/scc/pkg/codec"
 )
+
+// opStart and opDone bracket a subscribe or publish of this socket that
+// waits for the broker.
+func (s *Socket) opStart(ch string) {
+	s.mu.Lock()
+	if s.ops == nil {
+		s.ops = make(map[string]int)
+	}
+	s.ops[ch]++
+	s.mu.Unlock()
+}
+
+func (s *Socket) opDone(ch string) {
+	s.mu.Lock()
+	if n := s.ops[ch] - 1; n > 0 {
+		s.ops[ch] = n
+	} else {
+		delete(s.ops, ch)
+		s.ops = compacted(s.ops, &s.opDels)
+		if s.settled != nil && s.settleCh == ch {
+			close(s.settled)
+			s.settled = nil
+		}
+	}
+	s.mu.Unlock()
+}
+
+// settle waits (on the reader goroutine) until the broker has answered this
+// socket's subscribes and publishes on channel, so that an unsubscribe
+// right behind them in the same batch finds the subscription confirmed and
+// the socket's own publishes delivered, as with an in-process broker. It
+// gives up after AckTimeout or when the socket closes.
+func (s *Socket) settle(ch string) {
+	s.mu.Lock()
+	if s.ops[ch] == 0 {
+		s.mu.Unlock()
+		return
+	}
+	w := make(chan struct{})
+	s.settleCh, s.settled = ch, w
+	s.mu.Unlock()
+	t := time.NewTimer(s.srv.cfg.AckTimeout)
+	defer t.Stop()
+	select {
+	case <-w:
+	case <-t.C:
+	case <-s.ctx.Done():
+	}
+	s.mu.Lock()
+	if s.settled == w {
+		s.settled = nil
+	}
+	s.mu.Unlock()
+}
 
 func (s *Socket) subscribe(ch string, done func(error)) {
 	s.mu.Lock()
@@ -17,6 +72,9 @@ func (s *Socket) subscribe(ch string, done func(error)) {
 	}
 	if s.subs == nil {
 		s.subs = make(map[string]struct{})
+	}
+	if s.ops == nil {
+		s.ops = make(map[string]int)
 	}
 	if _, ok := s.subs[ch]; !ok {
 		if limit := s.srv.cfg.SocketChannelLimit; limit > 0 && len(s.subs) >= limit {
@@ -29,8 +87,10 @@ func (s *Socket) subscribe(ch string, done func(error)) {
 		s.subs[ch] = struct{}{}
 		s.srv.metrics.subscriptions.Inc()
 	}
+	s.ops[ch]++ // until the broker answers (opDone)
 	s.mu.Unlock()
 	s.srv.hub.subscribe(ch, s, nil, func(err error) {
+		s.opDone(ch)
 		if err != nil {
 			s.mu.Lock()
 			if _, ok := s.subs[ch]; ok {
@@ -93,8 +153,10 @@ func (s *Socket) KickOut(channel string, message any) {
 	for _, ch := range chans {
 		body := codec.AppendString([]byte(`{"channel":`), ch)
 		body = append(append(append(body, `,"message":`...), msg...), '}')
-		s.send(codec.AppendEvent(nil, "#kickOut", body, 0))
+		// Unsubscribed first: a subscribe still waiting for its broker is
+		// answered before the client hears it was kicked out.
 		_ = s.unsubscribe(ch)
+		s.send(codec.AppendEvent(nil, "#kickOut", body, 0))
 	}
 }
 

@@ -45,6 +45,12 @@ type Socket struct {
 	signedToken string
 	subs        map[string]struct{}
 	subDels     int // deletions from subs since it was last copied
+	// ops counts, per channel, this socket's subscribes and publishes the
+	// broker has not answered yet; an unsubscribe waits for them (settle).
+	ops         map[string]int
+	opDels      int
+	settleCh    string        // the channel settle waits for
+	settled     chan struct{} // closed when ops[settleCh] reaches zero
 	calls       map[int64]chan callResult
 	nextCID     int64
 	values      map[any]any
