@@ -15,6 +15,7 @@ if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 go vet ./...
+go vet -tags gorillaws ./services/worker # the build benchmarks compare against
 bash scripts/proto.sh --check
 go test -race -count=1 -timeout 15m "$@" ./...
 # The cluster's correctness under full load (20,000 msgs/s): the race
