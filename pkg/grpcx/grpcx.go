@@ -58,6 +58,17 @@ func (c Config) check(ctx context.Context) error {
 	return ErrUnauthenticated
 }
 
+// Message sizes between components. Batches of operations and deliveries
+// are cut at MaxBatchBytes; one gRPC message may be MaxMessageBytes at most
+// on either side (both limits are set by ServerOptions and Dial), so a
+// single operation may carry up to MaxMessageBytes-MessageOverhead bytes
+// of payload and anything bigger is refused before it is sent.
+const (
+	MaxBatchBytes   = 1 << 20
+	MaxMessageBytes = 64 << 20
+	MessageOverhead = 64 << 10
+)
+
 // ServerOptions returns the options for a component's gRPC server.
 func ServerOptions(c Config) ([]grpc.ServerOption, error) {
 	opts := []grpc.ServerOption{
@@ -78,6 +89,7 @@ func ServerOptions(c Config) ([]grpc.ServerOption, error) {
 			}
 			return Guard(info.FullMethod, func() error { return h(srv, ss) })
 		}),
+		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 5 * time.Second, Timeout: 5 * time.Second}),
 	}
@@ -121,7 +133,7 @@ func Dial(addr string, c Config) (*grpc.ClientConn, error) {
 			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
 			MinConnectTimeout: 2 * time.Second,
 		}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64 << 20)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxMessageBytes)),
 	}
 	if c.tls() {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.TLSServerName}

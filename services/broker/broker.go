@@ -271,7 +271,18 @@ func (s *Server) sendLoop(ctx context.Context, stream sccv1.Broker_LinkServer, l
 		}
 		for {
 			l.mu.Lock()
-			n := min(len(l.queue), s.cfg.MaxBatch)
+			// At most MaxBatch deliveries and, beyond the first,
+			// grpcx.MaxBatchBytes: a message stays within what the worker
+			// accepts whatever the payloads.
+			n, size := 0, 0
+			for n < len(l.queue) && n < s.cfg.MaxBatch {
+				sz := len(l.queue[n].Channel) + len(l.queue[n].Data) + 8
+				if n > 0 && size+sz > grpcx.MaxBatchBytes {
+					break
+				}
+				size += sz
+				n++
+			}
 			batch := l.queue[:n:n]
 			l.queue = l.queue[n:]
 			if len(l.queue) == 0 {

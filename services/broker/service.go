@@ -177,6 +177,15 @@ func (n *Node) Drain(ctx context.Context) {
 		}
 	}
 	n.log.Info("broker released by the ring; stopping")
+	// Let the links end by themselves (workers close theirs once their
+	// migration is done): what is queued on them is still sent.
+	graceful := make(chan struct{})
+	go func() { n.gs.GracefulStop(); close(graceful) }()
+	select {
+	case <-graceful:
+	case <-ctx.Done():
+		n.log.Warn("links still open at the drain deadline; stopping anyway")
+	}
 	n.stop()
 }
 

@@ -249,6 +249,11 @@ func TestNoLossWhileBrokersChange(t *testing.T) {
 	if failed > 0 || missing > 0 || dups > 0 {
 		t.Fatalf("lost or doubled messages: %d failed, %d missing, %d duplicates", failed, missing, dups)
 	}
+	// Per publisher and channel, order holds through every switch: a
+	// publisher whose channel moves waits for the old owner's acks first.
+	if reordered > 0 {
+		t.Fatalf("%d deliveries out of their publisher's order", reordered)
+	}
 	if acked == 0 {
 		t.Fatal("nothing was published")
 	}

@@ -165,7 +165,7 @@ func TestProcesses(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	sent, acked, failed, missing, dups, reordered := l.finish()
 	t.Logf("processes: %d sent, %d acked, %d failed, missing %d, duplicates %d, out of order %d", sent, acked, failed, missing, dups, reordered)
-	if failed > 0 || missing > 0 || dups > 0 || acked == 0 {
-		t.Fatal("lost or doubled messages across processes")
+	if failed > 0 || missing > 0 || dups > 0 || reordered > 0 || acked == 0 {
+		t.Fatal("lost, doubled or reordered messages across processes")
 	}
 }

@@ -59,6 +59,10 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+// ErrTooBig fails a publish whose payload cannot fit one gRPC message
+// between components (grpcx.MaxMessageBytes).
+var ErrTooBig = errors.New("cluster: message too big for the cluster")
+
 // ErrBufferFull fails a publish that cannot be held for a missing broker.
 var ErrBufferFull = errors.New("cluster: publish buffer full while a broker is unreachable")
 
@@ -306,7 +310,7 @@ func (c *Cluster) apply(v *sccv1.ClusterView) (uint64, func() bool, bool) {
 		}
 		return gen, func() bool {
 			for l, mark := range marks {
-				if !l.publishesSettled(mark) {
+				if !l.settledUpTo(mark) {
 					return false
 				}
 			}
@@ -315,7 +319,24 @@ func (c *Cluster) apply(v *sccv1.ClusterView) (uint64, func() bool, bool) {
 			return len(c.buffer) == 0 || c.cur.Len() == 0
 		}, true
 	case sccv1.Phase_PHASE_RELEASE_OLD:
-		return gen, func() bool { return true }, true
+		// Ack once every old owner has acked the unsubscribes just queued:
+		// a broker acks only after sending every delivery it queued before,
+		// so nothing an old owner accepted (and acked to its publisher) is
+		// still on its way here when the link to it is closed.
+		marks := make(map[*link]uint64)
+		for _, id := range prevIDs {
+			if l := c.links[id]; l != nil {
+				marks[l] = l.lastOp()
+			}
+		}
+		return gen, func() bool {
+			for l, mark := range marks {
+				if !l.settledUpTo(mark) {
+					return false
+				}
+			}
+			return true
+		}, true
 	}
 	return gen, nil, false
 }
@@ -481,6 +502,12 @@ func (c *Cluster) Unsubscribe(ch string) {
 
 // Publish implements worker.Broker.
 func (c *Cluster) Publish(ch string, data json.RawMessage, done func(error)) {
+	if len(ch)+len(data) > grpcx.MaxMessageBytes-grpcx.MessageOverhead {
+		if done != nil {
+			done(ErrTooBig)
+		}
+		return
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()

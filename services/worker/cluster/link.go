@@ -81,14 +81,14 @@ func (l *link) queue(kind sccv1.OpKind, ch string, data []byte, done func(error)
 		l.mu.Unlock()
 		return false
 	}
-	op := &sccv1.Op{Kind: kind, Channel: ch, Data: data}
-	if kind != sccv1.OpKind_OP_KIND_UNSUBSCRIBE {
-		l.seq++
-		op.Seq = l.seq
-		l.pending = append(l.pending, pendingOp{seq: l.seq, publish: kind == sccv1.OpKind_OP_KIND_PUBLISH, done: done})
-		if kind == sccv1.OpKind_OP_KIND_PUBLISH {
-			l.lastPub = l.seq
-		}
+	// Every operation is numbered, unsubscribes too: the broker's ack of
+	// one comes after every delivery it queued before it, which is how
+	// release-old knows an old owner has nothing left on its way here.
+	l.seq++
+	op := &sccv1.Op{Kind: kind, Channel: ch, Data: data, Seq: l.seq}
+	l.pending = append(l.pending, pendingOp{seq: l.seq, publish: kind == sccv1.OpKind_OP_KIND_PUBLISH, done: done})
+	if kind == sccv1.OpKind_OP_KIND_PUBLISH {
+		l.lastPub = l.seq
 	}
 	l.ops = append(l.ops, op)
 	depth := len(l.ops)
@@ -101,12 +101,19 @@ func (l *link) queue(kind sccv1.OpKind, ch string, data []byte, done func(error)
 	return true
 }
 
-// publishesSettled reports whether every publish queued up to mark has
+// settledUpTo reports whether every operation queued up to mark has
 // been acknowledged (or failed with the stream).
-func (l *link) publishesSettled(mark uint64) bool {
+func (l *link) settledUpTo(mark uint64) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return !l.up || l.acked >= mark
+}
+
+// lastOp is the seq of the last operation queued.
+func (l *link) lastOp() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seq
 }
 
 func (l *link) lastPublish() uint64 {
@@ -183,7 +190,17 @@ func (l *link) sendLoop(ctx context.Context, stream sccv1.Broker_LinkClient) err
 		}
 		for {
 			l.mu.Lock()
-			n := min(len(l.ops), maxOpsPerMessage)
+			// At most maxOpsPerMessage operations and, beyond the first,
+			// grpcx.MaxBatchBytes.
+			n, size := 0, 0
+			for n < len(l.ops) && n < maxOpsPerMessage {
+				sz := len(l.ops[n].Channel) + len(l.ops[n].Data) + 16
+				if n > 0 && size+sz > grpcx.MaxBatchBytes {
+					break
+				}
+				size += sz
+				n++
+			}
 			batch := l.ops[:n:n]
 			l.ops = l.ops[n:]
 			if len(l.ops) == 0 {

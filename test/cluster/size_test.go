@@ -1,0 +1,62 @@
+package cluster_test
+
+import (
+	"encoding/json"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/scc-k8s/scc/internal/clustertest"
+	"github.com/scc-k8s/scc/services/worker"
+)
+
+// Publishes of the largest payload a client may send, many in flight,
+// cross the cluster: every gRPC message between the components stays
+// within what the other side accepts (batches are cut by bytes, not only
+// by count), so nothing fails and everything arrives.
+func TestMaxPayloadPublishes(t *testing.T) {
+	const maxPayload = 1 << 20
+	c := clustertest.Start(t, clustertest.Options{Brokers: 2, Workers: 2,
+		Worker: worker.Config{MaxPayload: maxPayload, MaxPendingBytes: 512 << 20}})
+	// The data is a JSON string filling the message up to the limit.
+	data := json.RawMessage(`"` + strings.Repeat("x", maxPayload-200) + `"`)
+	const n = 48
+	channels := []string{"big-a", "big-b", "big-c", "big-d"}
+	var got atomic.Int64
+	for _, w := range c.Workers {
+		sub := dial(t, w.URL)
+		for _, ch := range channels {
+			if err := sub.Subscribe(t.Context(), ch, func(_ string, d json.RawMessage) {
+				if len(d) == len(data) {
+					got.Add(1)
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	pub := dial(t, c.Workers[0].URL)
+	errs := make(chan error, n)
+	for i := range n {
+		pub.PublishAsync(channels[i%len(channels)], data, func(err error) { errs <- err })
+	}
+	for range n {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatalf("publish: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("publishes not acknowledged")
+		}
+	}
+	want := int64(n * len(c.Workers))
+	deadline := time.Now().Add(60 * time.Second)
+	for got.Load() < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d deliveries", got.Load(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
