@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scc-k8s/scc/internal/testutil"
 )
 
 // fr describes one client frame for the tests.
@@ -37,37 +39,11 @@ func (x fr) encode() []byte {
 	if !x.more {
 		b0 |= 0x80
 	}
-	n := x.length
-	if n == -1 {
-		n = int64(len(x.payload))
+	n := uint64(x.length)
+	if x.length == -1 {
+		n = uint64(len(x.payload))
 	}
-	out := []byte{b0}
-	m := byte(0x80)
-	if x.unmask {
-		m = 0
-	}
-	switch {
-	case n < -1: // a raw 64-bit length (high bit set)
-		out = append(out, m|127)
-		out = binary.BigEndian.AppendUint64(out, uint64(n))
-	case n < 126:
-		out = append(out, m|byte(n))
-	case n < 1<<16:
-		out = append(out, m|126)
-		out = binary.BigEndian.AppendUint16(out, uint16(n))
-	default:
-		out = append(out, m|127)
-		out = binary.BigEndian.AppendUint64(out, uint64(n))
-	}
-	if x.unmask {
-		return append(out, x.payload...)
-	}
-	key := [4]byte{0x37, 0xfa, 0x21, 0x3d}
-	out = append(out, key[:]...)
-	for i, c := range x.payload {
-		out = append(out, c^key[i&3])
-	}
-	return out
+	return testutil.WSFrame(b0, x.payload, n, x.unmask)
 }
 
 func closeFrame(code int, reason string) fr {
@@ -161,36 +137,20 @@ func readAll(nc net.Conn, br *bufio.Reader, timeout time.Duration) []string {
 	_ = nc.SetReadDeadline(time.Now().Add(timeout))
 	var out []string
 	for {
-		var h [2]byte
-		if _, err := io.ReadFull(br, h[:]); err != nil {
+		b0, p, err := testutil.ReadWSFrame(br)
+		if err != nil {
 			if ne, ok := err.(net.Error); ok && ne.Timeout() {
 				out = append(out, "TIMEOUT")
+			} else if err != io.EOF && !errors.Is(err, net.ErrClosed) && !strings.Contains(err.Error(), "reset") {
+				out = append(out, "BAD:"+err.Error())
 			}
 			return out
 		}
-		if h[1]&0x80 != 0 {
-			return append(out, "BAD:masked server frame")
-		}
-		n := uint64(h[1] & 0x7f)
-		switch n {
-		case 126:
-			var b [2]byte
-			io.ReadFull(br, b[:])
-			n = uint64(binary.BigEndian.Uint16(b[:]))
-		case 127:
-			var b [8]byte
-			io.ReadFull(br, b[:])
-			n = binary.BigEndian.Uint64(b[:])
-		}
-		p := make([]byte, n)
-		if _, err := io.ReadFull(br, p); err != nil {
-			return append(out, "BAD:short frame")
-		}
-		kind := map[int]string{OpText: "text", OpBinary: "binary", OpClose: "close", OpPing: "ping", OpPong: "pong"}[int(h[0]&0x0f)]
-		if h[0]&0x80 == 0 {
+		kind := map[int]string{OpText: "text", OpBinary: "binary", OpClose: "close", OpPing: "ping", OpPong: "pong"}[int(b0&0x0f)]
+		if b0&0x80 == 0 {
 			return append(out, "BAD:fragmented server frame")
 		}
-		if h[0]&0x40 != 0 {
+		if b0&0x40 != 0 {
 			r := flate.NewReader(io.MultiReader(bytes.NewReader(p), bytes.NewReader(deflateTail)))
 			q, err := io.ReadAll(r)
 			if err != nil && err != io.ErrUnexpectedEOF {

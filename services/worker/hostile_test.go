@@ -6,7 +6,6 @@ import (
 	"compress/flate"
 	"encoding/binary"
 	"encoding/json"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,27 +26,11 @@ import (
 // rawFrame encodes one masked client frame; length < 0 declares
 // len(payload), anything else is declared as is (and may lie).
 func rawFrame(b0 byte, payload []byte, length int64) []byte {
-	n := uint64(len(payload))
-	if length >= 0 {
-		n = uint64(length)
+	n := uint64(length)
+	if length < 0 {
+		n = uint64(len(payload))
 	}
-	out := []byte{b0}
-	switch {
-	case n < 126:
-		out = append(out, 0x80|byte(n))
-	case n < 1<<16:
-		out = append(out, 0x80|126)
-		out = binary.BigEndian.AppendUint16(out, uint16(n))
-	default:
-		out = append(out, 0x80|127)
-		out = binary.BigEndian.AppendUint64(out, n)
-	}
-	key := [4]byte{1, 2, 3, 4}
-	out = append(out, key[:]...)
-	for i, c := range payload {
-		out = append(out, c^key[i&3])
-	}
-	return out
+	return testutil.WSFrame(b0, payload, n, false)
 }
 
 func text(p string) []byte     { return rawFrame(0x81, []byte(p), -1) }
@@ -82,26 +65,11 @@ func rawDial(t *testing.T, s *testServer, headers string) (net.Conn, *bufio.Read
 func readFrames(nc net.Conn, br *bufio.Reader, timeout time.Duration) (msgs []string, code int) {
 	_ = nc.SetReadDeadline(time.Now().Add(timeout))
 	for {
-		var h [2]byte
-		if _, err := io.ReadFull(br, h[:]); err != nil {
+		b0, p, err := testutil.ReadWSFrame(br)
+		if err != nil {
 			return msgs, -1
 		}
-		n := uint64(h[1] & 0x7f)
-		switch n {
-		case 126:
-			var b [2]byte
-			io.ReadFull(br, b[:])
-			n = uint64(binary.BigEndian.Uint16(b[:]))
-		case 127:
-			var b [8]byte
-			io.ReadFull(br, b[:])
-			n = binary.BigEndian.Uint64(b[:])
-		}
-		p := make([]byte, n)
-		if _, err := io.ReadFull(br, p); err != nil {
-			return msgs, -1
-		}
-		switch h[0] & 0x0f {
+		switch b0 & 0x0f {
 		case 8:
 			if len(p) < 2 {
 				return msgs, 1005

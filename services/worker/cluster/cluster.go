@@ -302,17 +302,11 @@ func (c *Cluster) apply(v *sccv1.ClusterView) (uint64, func() bool, bool) {
 	case sccv1.Phase_PHASE_SUBSCRIBE_BOTH:
 		return gen, c.allConfirmed, true
 	case sccv1.Phase_PHASE_PUBLISH_NEW:
-		marks := make(map[*link]uint64)
-		for _, id := range prevIDs {
-			if l := c.links[id]; l != nil {
-				marks[l] = l.lastPublish()
-			}
-		}
+		// Ack once the old owners have acked every publish sent to them.
+		settled := c.settledLocked(prevIDs, (*link).lastPublish)
 		return gen, func() bool {
-			for l, mark := range marks {
-				if !l.settledUpTo(mark) {
-					return false
-				}
+			if !settled() {
+				return false
 			}
 			c.mu.Lock()
 			defer c.mu.Unlock()
@@ -323,22 +317,29 @@ func (c *Cluster) apply(v *sccv1.ClusterView) (uint64, func() bool, bool) {
 		// a broker acks only after sending every delivery it queued before,
 		// so nothing an old owner accepted (and acked to its publisher) is
 		// still on its way here when the link to it is closed.
-		marks := make(map[*link]uint64)
-		for _, id := range prevIDs {
-			if l := c.links[id]; l != nil {
-				marks[l] = l.lastOp()
-			}
-		}
-		return gen, func() bool {
-			for l, mark := range marks {
-				if !l.settledUpTo(mark) {
-					return false
-				}
-			}
-			return true
-		}, true
+		return gen, c.settledLocked(prevIDs, (*link).lastOp), true
 	}
 	return gen, nil, false
+}
+
+// settledLocked returns a check that holds once each of the brokers' links
+// has had every operation up to mark(link), taken now, acknowledged (or
+// has gone down).
+func (c *Cluster) settledLocked(ids []string, mark func(*link) uint64) func() bool {
+	marks := make(map[*link]uint64)
+	for _, id := range ids {
+		if l := c.links[id]; l != nil {
+			marks[l] = mark(l)
+		}
+	}
+	return func() bool {
+		for l, m := range marks {
+			if !l.settledUpTo(m) {
+				return false
+			}
+		}
+		return true
+	}
 }
 
 // phaseOrder sorts the phases of one epoch: a migration ends stable.
