@@ -35,6 +35,9 @@ type Options struct {
 	Worker worker.Config
 	// Setup registers handlers on each worker.
 	Setup func(*worker.Server)
+	// StateDelay, when set, starts the brokers and workers first, against
+	// an address where nothing listens yet, and state that much later.
+	StateDelay time.Duration
 }
 
 // Cluster is a running test cluster.
@@ -43,6 +46,9 @@ type Cluster struct {
 	opts Options
 	GRPC grpcx.Config
 	Log  *slog.Logger
+
+	// StateStarted is when state began serving, with Options.StateDelay.
+	StateStarted time.Time
 
 	mu        sync.Mutex
 	State     *state.Node
@@ -80,13 +86,28 @@ func Start(t testing.TB, opts Options) *Cluster {
 	var out io.Writer = os.Stderr
 	c := &Cluster{t: t, opts: opts, GRPC: grpcx.Config{Token: opts.Token},
 		Log: slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))}
-	c.startState(-1)
+	if opts.StateDelay > 0 {
+		// Reserve an address for state: members dial it before it serves.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.StateAddr = ln.Addr().String()
+		ln.Close()
+	} else {
+		c.startState(-1)
+	}
 	t.Cleanup(c.Stop)
 	for i := 0; i < opts.Brokers; i++ {
 		c.AddBroker()
 	}
 	for i := 0; i < opts.Workers; i++ {
 		c.AddWorker()
+	}
+	if opts.StateDelay > 0 {
+		time.Sleep(opts.StateDelay)
+		c.StateStarted = time.Now()
+		c.startState(-1)
 	}
 	c.WaitStable(opts.Brokers)
 	return c

@@ -48,7 +48,7 @@ type Config struct {
 // Client is a running membership.
 type Client struct {
 	cfg    Config
-	conn   *grpc.ClientConn
+	conn   *grpc.ClientConn // owned by run once started
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -85,9 +85,22 @@ func (c *Client) Joined() bool {
 	return c.joined
 }
 
+// redialAfter is how long the state connection may keep failing before it
+// is closed and dialled afresh: a gRPC channel that failed early (a name
+// without DNS records yet, a Service without endpoints) backs off its
+// resolver and its reconnects for tens of seconds, while a fresh one tries
+// at once.
+const redialAfter = time.Second
+
+// reportEvery spaces the Info lines that say why state cannot be reached.
+const reportEvery = 5 * time.Second
+
 func (c *Client) run() {
 	defer c.wg.Done()
+	defer func() { c.conn.Close() }()
 	backoff := 25 * time.Millisecond
+	var failingSince, dialed, reported time.Time
+	dialed = time.Now()
 	for c.ctx.Err() == nil {
 		start := time.Now()
 		err := c.session()
@@ -96,16 +109,32 @@ func (c *Client) run() {
 		}
 		if time.Since(start) > 5*time.Second {
 			backoff = 25 * time.Millisecond
+			failingSince = time.Time{}
+		}
+		now := time.Now()
+		if failingSince.IsZero() {
+			failingSince = now
 		}
 		c.cfg.Logger.Debug("state stream ended; rejoining", "err", err, "backoff", backoff)
+		if now.Sub(failingSince) >= reportEvery && now.Sub(reported) >= reportEvery {
+			c.cfg.Logger.Info("cannot reach state", "state", c.cfg.StateAddr, "err", err,
+				"for", now.Sub(failingSince).Round(time.Second))
+			reported = now
+		}
+		if now.Sub(dialed) >= redialAfter {
+			if conn, derr := grpcx.Dial(c.cfg.StateAddr, c.cfg.GRPC); derr == nil {
+				c.conn.Close()
+				c.conn, dialed = conn, now
+			}
+		}
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-time.After(backoff):
 		}
 		// Capped low: a restarted state should see its members back
-		// within its settle window.
-		backoff = min(backoff*2, 500*time.Millisecond)
+		// within its settle window, a late one within a second.
+		backoff = min(backoff*2, 250*time.Millisecond)
 	}
 }
 
@@ -212,8 +241,7 @@ func (c *Client) Drain() {
 // Close leaves: the stream ends, state drops the member at once.
 func (c *Client) Close() {
 	c.cancel()
-	c.wg.Wait()
-	c.conn.Close()
+	c.wg.Wait() // run closes the connection
 }
 
 // DefaultID names a member when none is configured: the hostname (the pod
