@@ -33,6 +33,9 @@ type Options struct {
 	Token string
 	// Worker is the base configuration of every worker.
 	Worker worker.Config
+	// Link is the base configuration of every worker's cluster link (its
+	// ID, StateAddr, GRPC and Logger are set by the harness).
+	Link cluster.Config
 	// Setup registers handlers on each worker.
 	Setup func(*worker.Server)
 	// StateDelay, when set, starts the brokers and workers first, against
@@ -205,7 +208,9 @@ func (c *Cluster) AddWorker() *Worker {
 	}
 	cfg.Logger = c.Log.With("component", id)
 	cfg.Broker = func(deliver worker.DeliverFunc) (worker.Broker, error) {
-		cl, err := cluster.New(cluster.Config{ID: id, StateAddr: c.StateAddr, GRPC: c.GRPC, Logger: cfg.Logger}, deliver)
+		lc := c.opts.Link
+		lc.ID, lc.StateAddr, lc.GRPC, lc.Logger = id, c.StateAddr, c.GRPC, cfg.Logger
+		cl, err := cluster.New(lc, deliver)
 		w.Cluster = cl
 		return cl, err
 	}

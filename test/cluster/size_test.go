@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/scc-k8s/scc/internal/clustertest"
 	"github.com/scc-k8s/scc/services/worker"
+	"github.com/scc-k8s/scc/services/worker/cluster"
 )
 
 // Publishes of the largest payload a client may send, many in flight,
@@ -58,5 +60,52 @@ func TestMaxPayloadPublishes(t *testing.T) {
 			t.Fatalf("%d of %d deliveries", got.Load(), want)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A broker link's queue is bounded in bytes: publishes beyond it fail at
+// once with a clear error instead of the queue growing without limit, and
+// every publish that was acknowledged is delivered.
+func TestLinkQueueBounded(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Brokers: 1, Workers: 2, Link: cluster.Config{MaxLinkQueueBytes: 64 << 10}})
+	var delivered atomic.Int64
+	sub, err := c.Workers[1].Server.Exchange().Subscribe(t.Context(), "flood", func(string, json.RawMessage) { delivered.Add(1) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	data := json.RawMessage(`"` + strings.Repeat("f", 4000) + `"`)
+	const n = 3000
+	results := make(chan error, n)
+	x := c.Workers[0].Server.Exchange()
+	for range n {
+		x.PublishAsync("flood", data, func(err error) { results <- err })
+	}
+	acked, full := 0, 0
+	for range n {
+		select {
+		case err := <-results:
+			switch {
+			case err == nil:
+				acked++
+			case errors.Is(err, cluster.ErrLinkFull):
+				full++
+			default:
+				t.Fatalf("publish: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d acked, %d refused, the rest never answered", acked, full)
+		}
+	}
+	t.Logf("%d publishes: %d acked, %d refused with ErrLinkFull", n, acked, full)
+	if full == 0 || acked == 0 {
+		t.Fatalf("%d acked, %d refused: want both", acked, full)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for delivered.Load() < int64(acked) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acked publishes delivered", delivered.Load(), acked)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

@@ -49,6 +49,11 @@ type Config struct {
 	// MaxBuffered bounds the publishes held while their owner is
 	// unreachable; beyond it a publish fails. Default 100000.
 	MaxBuffered int
+	// MaxLinkQueueBytes bounds the publishes queued on one broker link and
+	// not yet sent; beyond it a publish fails at once with ErrLinkFull
+	// (its publisher gets a BrokerError) instead of the queue growing
+	// without limit. Default 64 MiB.
+	MaxLinkQueueBytes int
 	// BufferTimeout fails a held publish not sent within it. Default 10s.
 	BufferTimeout time.Duration
 	// Load reports the worker's load (open sockets) in heartbeats.
@@ -62,6 +67,11 @@ type Config struct {
 // ErrTooBig fails a publish whose payload cannot fit one gRPC message
 // between components (grpcx.MaxMessageBytes).
 var ErrTooBig = errors.New("cluster: message too big for the cluster")
+
+// ErrLinkFull fails a publish when the link to its broker has
+// Config.MaxLinkQueueBytes queued already (the broker or the network is
+// not keeping up).
+var ErrLinkFull = errors.New("cluster: the broker link's queue is full")
 
 // ErrBufferFull fails a publish that cannot be held for a missing broker.
 var ErrBufferFull = errors.New("cluster: publish buffer full while a broker is unreachable")
@@ -118,6 +128,9 @@ func Factory(cfg Config) worker.BrokerFactory {
 func New(cfg Config, deliver worker.DeliverFunc) (*Cluster, error) {
 	if cfg.ID == "" || cfg.StateAddr == "" {
 		return nil, fmt.Errorf("cluster: worker id and state address are required")
+	}
+	if cfg.MaxLinkQueueBytes <= 0 {
+		cfg.MaxLinkQueueBytes = 64 << 20
 	}
 	if cfg.MaxBuffered <= 0 {
 		cfg.MaxBuffered = 100000

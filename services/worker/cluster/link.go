@@ -35,6 +35,7 @@ type link struct {
 
 	mu      sync.Mutex
 	ops     []*sccv1.Op
+	bytes   int // of the publishes in ops
 	signal  chan struct{}
 	seq     uint64 // last seq assigned
 	acked   uint64 // highest seq acknowledged
@@ -74,12 +75,26 @@ func (l *link) isUp() bool {
 }
 
 // queue adds an operation; done (for subscribe and publish) gets the
-// broker's ack. It reports false when the link is down.
+// broker's ack. It reports false when the link is down. A publish that
+// would take the queue past Config.MaxLinkQueueBytes fails at once with
+// ErrLinkFull (and counts as handled).
 func (l *link) queue(kind sccv1.OpKind, ch string, data []byte, done func(error)) bool {
 	l.mu.Lock()
 	if !l.up {
 		l.mu.Unlock()
 		return false
+	}
+	if kind == sccv1.OpKind_OP_KIND_PUBLISH {
+		size := opSize(ch, data)
+		if l.bytes > 0 && l.bytes+size > l.c.cfg.MaxLinkQueueBytes {
+			l.mu.Unlock()
+			l.c.m.linkFull.Inc()
+			if done != nil {
+				done(ErrLinkFull)
+			}
+			return true
+		}
+		l.bytes += size
 	}
 	// Every operation is numbered, unsubscribes too: the broker's ack of
 	// one comes after every delivery it queued before it, which is how
@@ -194,11 +209,14 @@ func (l *link) sendLoop(ctx context.Context, stream sccv1.Broker_LinkClient) err
 			// grpcx.MaxBatchBytes.
 			n, size := 0, 0
 			for n < len(l.ops) && n < maxOpsPerMessage {
-				sz := len(l.ops[n].Channel) + len(l.ops[n].Data) + 16
+				sz := opSize(l.ops[n].Channel, l.ops[n].Data)
 				if n > 0 && size+sz > grpcx.MaxBatchBytes {
 					break
 				}
 				size += sz
+				if l.ops[n].Kind == sccv1.OpKind_OP_KIND_PUBLISH {
+					l.bytes -= sz
+				}
 				n++
 			}
 			batch := l.ops[:n:n]
@@ -217,6 +235,9 @@ func (l *link) sendLoop(ctx context.Context, stream sccv1.Broker_LinkClient) err
 		l.c.m.queueDepth.WithLabelValues(l.id).Set(0)
 	}
 }
+
+// opSize is what an operation counts for in batches and queue limits.
+func opSize(ch string, data []byte) int { return len(ch) + len(data) + 16 }
 
 // settle completes every pending operation up to acked.
 func (l *link) settle(acked uint64, failed []*sccv1.OpError) {
@@ -251,7 +272,7 @@ func (l *link) down() {
 	l.up = false
 	pending := l.pending
 	l.pending = nil
-	l.ops = nil
+	l.ops, l.bytes = nil, 0
 	l.mu.Unlock()
 	lost := 0
 	for _, p := range pending {

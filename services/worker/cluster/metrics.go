@@ -9,6 +9,7 @@ type metrics struct {
 	buffered   prometheus.Counter
 	resent     prometheus.Counter
 	bufferFull prometheus.Counter
+	linkFull   prometheus.Counter
 	lost       prometheus.Counter
 	queueDepth *prometheus.GaugeVec
 }
@@ -33,6 +34,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		bufferFull: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "worker", Name: "publishes_refused_total", Help: "Publishes failed because the hold buffer was full.",
 		}),
+		linkFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "worker", Name: "publishes_link_full_total", Help: "Publishes failed because their broker link had its byte limit queued.",
+		}),
 		lost: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "worker", Name: "publishes_lost_total", Help: "Publishes in flight on a broker link that broke (known lost or unconfirmed; their publishers got an error).",
 		}),
@@ -41,7 +45,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"broker"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.epoch, m.channels, m.linksUp, m.buffered, m.resent, m.bufferFull, m.lost, m.queueDepth)
+		reg.MustRegister(m.epoch, m.channels, m.linksUp, m.buffered, m.resent, m.bufferFull, m.linkFull, m.lost, m.queueDepth)
 	}
 	return m
 }
