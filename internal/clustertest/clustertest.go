@@ -196,7 +196,11 @@ func (c *Cluster) KillBroker(n *broker.Node) {
 }
 
 // AddWorker starts one more worker.
-func (c *Cluster) AddWorker() *Worker {
+func (c *Cluster) AddWorker() *Worker { return c.AddWorkerWith(nil) }
+
+// AddWorkerWith starts one more worker whose cluster link configuration
+// edit may change (a fault-injecting dialer, say).
+func (c *Cluster) AddWorkerWith(edit func(*cluster.Config)) *Worker {
 	c.mu.Lock()
 	c.nWorkers++
 	id := fmt.Sprintf("worker-%d", c.nWorkers)
@@ -210,6 +214,9 @@ func (c *Cluster) AddWorker() *Worker {
 	cfg.Broker = func(deliver worker.DeliverFunc) (worker.Broker, error) {
 		lc := c.opts.Link
 		lc.ID, lc.StateAddr, lc.GRPC, lc.Logger = id, c.StateAddr, c.GRPC, cfg.Logger
+		if edit != nil {
+			edit(&lc)
+		}
 		cl, err := cluster.New(lc, deliver)
 		w.Cluster = cl
 		return cl, err

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"runtime/debug"
 	"strings"
@@ -38,6 +39,9 @@ type Config struct {
 	TLSCertFile, TLSKeyFile, TLSCAFile string
 	// TLSServerName overrides the name clients verify.
 	TLSServerName string
+	// Dialer, when set, makes the connections Dial uses (tests inject
+	// faults with it). Default: a plain TCP dial.
+	Dialer func(ctx context.Context, addr string) (net.Conn, error)
 }
 
 func (c Config) tls() bool { return c.TLSCertFile != "" || c.TLSCAFile != "" }
@@ -157,6 +161,9 @@ func Dial(addr string, c Config) (*grpc.ClientConn, error) {
 	}
 	if c.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(tokenCreds{token: c.Token, secure: c.tls()}))
+	}
+	if c.Dialer != nil {
+		opts = append(opts, grpc.WithContextDialer(c.Dialer))
 	}
 	return grpc.NewClient(addr, opts...)
 }
