@@ -416,6 +416,14 @@ func (s *Server) reconcileLocked(now time.Time) {
 			s.startMigrationLocked(now) // supersede: a target broker died
 			return
 		}
+		if len(s.brokers) == 0 && len(s.desiredLocked()) > 0 {
+			// A migration to an empty ring (the last broker died) moves
+			// nothing: a broker that joins meanwhile supersedes it at once
+			// rather than waiting for it and a debounce.
+			s.changeAt = time.Time{}
+			s.startMigrationLocked(now)
+			return
+		}
 		if len(s.acks) > 0 {
 			return
 		}

@@ -54,7 +54,9 @@ type Config struct {
 	// (its publisher gets a BrokerError) instead of the queue growing
 	// without limit. Default 64 MiB.
 	MaxLinkQueueBytes int
-	// BufferTimeout fails a held publish not sent within it. Default 10s.
+	// BufferTimeout fails a held publish not sent within it. Default 5s:
+	// its publisher hears of it before the client's own ack timeout (10 s
+	// in SocketCluster's clients) gives up on it.
 	BufferTimeout time.Duration
 	// Load reports the worker's load (open sockets) in heartbeats.
 	Load func() uint64
@@ -136,7 +138,7 @@ func New(cfg Config, deliver worker.DeliverFunc) (*Cluster, error) {
 		cfg.MaxBuffered = 100000
 	}
 	if cfg.BufferTimeout <= 0 {
-		cfg.BufferTimeout = 10 * time.Second
+		cfg.BufferTimeout = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -449,7 +451,9 @@ func (c *Cluster) finishWaitersLocked(ch string, cs *chanState) {
 func (c *Cluster) confirmedLocked(ch string, cs *chanState) bool {
 	owner, old := c.wantedLocked(ch)
 	if owner == "" {
-		return false
+		// No broker at all: nothing to subscribe on, nothing to wait for
+		// (publishes are held until a broker comes).
+		return c.cur.Len() == 0
 	}
 	if !cs.on[owner] {
 		return false
