@@ -22,6 +22,7 @@ go test -race -count=1 -timeout 15m "$@" ./...
 # detector slows the suite too much for that rate, so these run once more
 # without it.
 if [ $# -eq 0 ]; then
-  go test -count=1 -timeout 5m -v -run 'TestNoLossWhileBrokersChange|TestBrokerCrash|TestStateRestart' ./test/cluster/ \
-    | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|checked:|crash:|restart:|stable after'
+  go test -count=1 -timeout 5m -v \
+    -run 'TestNoLossWhileBrokersChange|TestBrokerCrash|TestStateRestart|TestDrainWithLaggingWorker|TestMembersJoinWhenStateComesLate|TestLastBrokerReplaced' ./test/cluster/ \
+    | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|checked:|crash:|restart:|stable after|lagging worker:|joined and stable|acknowledged again'
 fi
