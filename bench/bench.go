@@ -63,6 +63,10 @@ type Config struct {
 	// Compress offers permessage-deflate on every connection (gorilla's
 	// client: no context takeover, as our server agrees to). Default false.
 	Compress bool
+	// Batch sends frames queued together as one JSON array per WebSocket
+	// message (client.Options.Batch). Default false: one frame per
+	// message, the official client's traffic.
+	Batch bool
 }
 
 // Scenarios the tool runs.
@@ -174,7 +178,7 @@ func (r *runner) dial(ctx context.Context) (conn, error) {
 	url := r.url()
 	switch r.cfg.Target {
 	case "", "sc":
-		opts := client.Options{URL: url, ProtocolVersion: r.cfg.ProtocolVersion, NoReconnect: true}
+		opts := client.Options{URL: url, ProtocolVersion: r.cfg.ProtocolVersion, NoReconnect: true, Batch: r.cfg.Batch}
 		if r.cfg.Compress {
 			opts.Dialer = &websocket.Dialer{EnableCompression: true, HandshakeTimeout: 10 * time.Second}
 		}
@@ -185,7 +189,7 @@ func (r *runner) dial(ctx context.Context) (conn, error) {
 		}
 		c = sc
 	case "centrifugo":
-		cf, err := dialCentrifugo(ctx, url, func() { r.discs.Add(1) })
+		cf, err := dialCentrifugo(ctx, url, func() { r.discs.Add(1) }, r.cfg.Batch)
 		if err != nil {
 			return nil, err
 		}

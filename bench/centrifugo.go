@@ -30,11 +30,14 @@ type conn interface {
 
 // cfConn speaks Centrifugo's JSON client protocol (v6): commands with ids,
 // replies with the same id, pushes for publications, an empty object as
-// ping and pong. Commands queued together go out newline-separated in one
-// frame, as Centrifugo accepts, the way our SocketCluster client batches.
+// ping and pong. With batch, commands queued together go out
+// newline-separated in one frame, as Centrifugo accepts (the way our
+// SocketCluster client batches when asked); without, one command per
+// frame, as its official clients send them.
 type cfConn struct {
 	ws     *websocket.Conn
 	onDown func()
+	batch  bool
 
 	mu       sync.Mutex
 	nextID   int
@@ -48,12 +51,12 @@ type cfConn struct {
 	receivedAt atomic.Int64 // written by the read loop only
 }
 
-func dialCentrifugo(ctx context.Context, url string, onDown func()) (*cfConn, error) {
+func dialCentrifugo(ctx context.Context, url string, onDown func(), batch bool) (*cfConn, error) {
 	ws, _, err := websocket.DefaultDialer.DialContext(ctx, url, nil)
 	if err != nil {
 		return nil, err
 	}
-	c := &cfConn{ws: ws, onDown: onDown, calls: map[int]func(error){}, handlers: map[string]func(string, json.RawMessage){}, done: make(chan struct{})}
+	c := &cfConn{ws: ws, onDown: onDown, batch: batch, calls: map[int]func(error){}, handlers: map[string]func(string, json.RawMessage){}, done: make(chan struct{})}
 	go c.readLoop()
 	if err := c.call(ctx, "connect", json.RawMessage(`{}`)); err != nil {
 		c.Close()
@@ -92,7 +95,7 @@ func (c *cfConn) writeLoop() {
 		// default): send the queue in chunks well below it.
 		for len(out) > 0 {
 			n, size := 0, 0
-			for n < len(out) && (n == 0 || size+len(out[n]) < 32<<10) {
+			for n < len(out) && (n == 0 || c.batch && size+len(out[n]) < 32<<10) {
 				size += len(out[n]) + 1
 				n++
 			}

@@ -14,7 +14,7 @@ RUNS=${RUNS:-3}
 DURATION=${DURATION:-5s}
 WARMUP=${WARMUP:-1s}
 SCENARIOS=${SCENARIOS:-fanout,fanout-rate,channels,churn,hot,idle,storm}
-SERVERS=${SERVERS:-scc sc20 sc14 centrifugo scc-cluster scc-gorilla}
+SERVERS=${SERVERS:-scc sc20 sc14 centrifugo scc-dev scc-cluster scc-gorilla}
 CACHE=${SCC_PEERS_CACHE:-$HOME/.cache/scc-peers}
 OUT=${OUT:-$(mktemp -d)}
 mkdir -p "$CACHE/bin" "$OUT"
@@ -42,7 +42,9 @@ start_server() { # name -> sets PID (comma-separated) URL MORE PROTO TARGET SCEN
       taskset -c 0 "$CACHE/bin/scc" worker --listen 127.0.0.1:18042 --state 127.0.0.1:18040 --cluster-token $tok --socket-channel-limit -1 --log-level $log & local p3=$!
       taskset -c 0 "$CACHE/bin/scc" worker --listen 127.0.0.1:18043 --state 127.0.0.1:18040 --cluster-token $tok --socket-channel-limit -1 --log-level $log & local p4=$!
       PID="$p1,$p2,$p3,$p4"; URL=ws://127.0.0.1:18042/socketcluster/; MORE=ws://127.0.0.1:18043/socketcluster/
-      SCEN=${CLUSTER_SCENARIOS:-fanout} ;;
+      SCEN=${CLUSTER_SCENARIOS:-$SCENARIOS} ;;
+    scc-dev) taskset -c 0 "$CACHE/bin/scc" dev --listen 127.0.0.1:18014 --socket-channel-limit -1 --log-level error & PID=$!
+         URL=ws://127.0.0.1:18014/socketcluster/ ;;
     scc-gorilla) taskset -c 0 "$CACHE/bin/scc-gorilla" worker --listen 127.0.0.1:18013 --socket-channel-limit -1 --log-level error & PID=$!
          URL=ws://127.0.0.1:18013/socketcluster/; SCEN=${GORILLA_SCENARIOS:-fanout,idle} ;;
     scc) taskset -c 0 "$CACHE/bin/scc" worker --listen 127.0.0.1:18010 --socket-channel-limit -1 --log-level error & PID=$!

@@ -276,6 +276,7 @@ func runBench(ctx context.Context, args []string) error {
 	rate := f.Int("rate", 0, "publishes per second for fanout-rate (0: 40)")
 	payload := f.Int("payload", 64, "payload bytes")
 	compress := f.Bool("compress", false, "offer permessage-deflate (the server compresses when it accepts)")
+	batch := f.Bool("batch", false, "send frames queued together as one JSON array per message (official clients send one frame per message)")
 	pids := f.String("server-pid", "", "server processes to read CPU and memory of (/proc), comma-separated")
 	jsonOut := f.String("json", "", "also write the results as JSON to this file")
 	if err := f.Parse(args); err != nil {
@@ -312,7 +313,7 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		res, err := bench.Run(ctx, bench.Config{URL: *url, URLs: urls, Target: *target, ProtocolVersion: *proto, Scenario: strings.TrimSpace(sc),
 			Duration: *duration, Warmup: *warmup, Connections: *conns, InFlight: *inFlight, Rate: *rate,
-			PayloadSize: *payload, ServerPIDs: pidList, Compress: *compress})
+			PayloadSize: *payload, ServerPIDs: pidList, Compress: *compress, Batch: *batch})
 		if err != nil {
 			return err
 		}

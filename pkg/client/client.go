@@ -49,6 +49,12 @@ type Options struct {
 	Header http.Header
 	// Dialer dials the WebSocket (default websocket.DefaultDialer).
 	Dialer *websocket.Dialer
+	// Batch sends the frames queued while a write was under way as one
+	// JSON array in one WebSocket message, which SocketCluster servers
+	// accept and the official clients do only when asked to
+	// (startBatching). Default false: one frame per message, as the
+	// official client sends them.
+	Batch bool
 }
 
 // Status is the server's handshake answer.
@@ -653,7 +659,7 @@ func (c *Client) writeLoop(conn *websocket.Conn) {
 		c.outMu.Unlock()
 		var err error
 		for i := 0; err == nil && i < len(frames); {
-			if i == len(frames)-1 || len(frames[i]) >= maxBatchBytes {
+			if !c.opts.Batch || i == len(frames)-1 || len(frames[i]) >= maxBatchBytes {
 				err = c.write(conn, frames[i])
 				i++
 				continue
