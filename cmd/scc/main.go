@@ -95,6 +95,7 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 	privKey := f.String("auth-private-key-file", "", "PEM private key for RS256/ES256")
 	pubKey := f.String("auth-public-key-file", "", "PEM public key for RS256/ES256")
 	authExpiry := f.Duration("auth-default-expiry", auth.DefaultExpiry, "token lifetime when it has no exp claim")
+	authSkew := f.Duration("auth-clock-skew", 0, "how far a token's exp and nbf may be off from this clock")
 	proto := f.Int("protocol-version", 2, "SocketCluster protocol version: 1 (clients <= 14) or 2")
 	path := f.String("path", "/socketcluster/", "WebSocket endpoint path")
 	pingInterval := f.Duration("ping-interval", 8*time.Second, "how often to ping each socket")
@@ -114,7 +115,7 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 		if err != nil {
 			return worker.ServiceConfig{}, err
 		}
-		ac := auth.Config{Algorithm: *authAlg, Key: []byte(*authKey), DefaultExpiry: *authExpiry}
+		ac := auth.Config{Algorithm: *authAlg, Key: []byte(*authKey), DefaultExpiry: *authExpiry, ClockSkew: *authSkew}
 		if strings.HasPrefix(strings.ToUpper(*authAlg), "HS") && *authKey == "" {
 			logger.Warn("no --auth-key: using a random JWT key; tokens will not work on other workers or after a restart")
 		}

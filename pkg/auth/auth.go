@@ -46,6 +46,13 @@ type Config struct {
 	PublicKeyPEM  []byte
 	// DefaultExpiry is added to "iat" when a token has no "exp" (default 24h).
 	DefaultExpiry time.Duration
+	// ClockSkew is how far "exp" and "nbf" may be off between the token's
+	// issuer and this process (jsonwebtoken's clockTolerance). Default 0.
+	ClockSkew time.Duration
+	// MaxTokenBytes refuses a longer token before any decoding or
+	// signature check (AuthTokenInvalidError "jwt too large"). Default
+	// 16 KiB.
+	MaxTokenBytes int
 }
 
 // Engine signs and verifies tokens. It is safe for concurrent use.
@@ -54,6 +61,8 @@ type Engine struct {
 	signKey   any
 	verifyKey any
 	expiry    time.Duration
+	skew      float64 // seconds
+	maxBytes  int
 	parser    *jwt.Parser
 }
 
@@ -65,7 +74,13 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.DefaultExpiry <= 0 {
 		cfg.DefaultExpiry = DefaultExpiry
 	}
-	e := &Engine{expiry: cfg.DefaultExpiry}
+	if cfg.MaxTokenBytes <= 0 {
+		cfg.MaxTokenBytes = 16 << 10
+	}
+	if cfg.ClockSkew < 0 {
+		return nil, fmt.Errorf("%w: negative clock skew", ErrConfig)
+	}
+	e := &Engine{expiry: cfg.DefaultExpiry, skew: cfg.ClockSkew.Seconds(), maxBytes: cfg.MaxTokenBytes}
 	switch strings.ToUpper(cfg.Algorithm) {
 	case HS256, HS384, HS512:
 		if len(cfg.Key) == 0 {
@@ -143,6 +158,9 @@ func (e *Engine) Verify(token string, now time.Time) (map[string]any, *codec.Err
 	if token == "" {
 		return nil, invalid("jwt must be provided")
 	}
+	if len(token) > e.maxBytes {
+		return nil, invalid("jwt too large")
+	}
 	if strings.Count(token, ".") != 2 {
 		return nil, invalid("jwt malformed")
 	}
@@ -170,11 +188,11 @@ func (e *Engine) Verify(token string, now time.Time) (map[string]any, *codec.Err
 	for k, v := range claims {
 		out[k] = fromJSONNumber(v)
 	}
-	if nbf, ok := numericClaim(out, "nbf"); ok && float64(now.Unix()) < nbf {
+	if nbf, ok := numericClaim(out, "nbf"); ok && float64(now.Unix())+e.skew < nbf {
 		return nil, codec.NewError(codec.AuthTokenNotBeforeError, "jwt not active",
 			codec.Member{Key: "date", Value: jsDate(nbf)}, codec.Member{Key: "isBadToken", Value: false})
 	}
-	if exp, ok := numericClaim(out, "exp"); ok && float64(now.Unix()) >= exp {
+	if exp, ok := numericClaim(out, "exp"); ok && float64(now.Unix())-e.skew >= exp {
 		return nil, ExpiredError("jwt expired", jsDate(exp))
 	}
 	return out, nil

@@ -1,6 +1,11 @@
 package auth
 
 import (
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"strings"
 	"testing"
 	"time"
 )
@@ -61,4 +66,67 @@ func FuzzVerify(f *testing.F) {
 			t.Fatalf("unnamed error for %q", tok)
 		}
 	})
+}
+
+// The attacks on a verifier: a token that names "none", an HS256 token
+// signed with the RS256 public key as its HMAC secret (the verifier must
+// not take the algorithm from the token), a token too large to decode.
+func TestAlgorithmConfusionAndSize(t *testing.T) {
+	priv, pub := rsaPair(t)
+	rs, err := New(Config{Algorithm: RS256, PrivateKeyPEM: priv, PublicKeyPEM: pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Unix(1_700_000_000, 0)
+	good, _, err := rs.Sign(map[string]any{"u": "a"}, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, verr := rs.Verify(good, now); verr != nil {
+		t.Fatal(verr)
+	}
+	hs, _ := New(Config{Algorithm: HS256, Key: pub}) // the public key as an HMAC secret
+	forged, _, _ := hs.Sign(map[string]any{"u": "admin"}, now)
+	if _, verr := rs.Verify(forged, now); verr == nil || verr.Name != "AuthTokenInvalidError" {
+		t.Fatalf("HS256 signed with the public key: %v", verr)
+	}
+	none := "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJ1IjoiYWRtaW4ifQ."
+	if _, verr := rs.Verify(none, now); verr == nil || verr.Name != "AuthTokenInvalidError" {
+		t.Fatalf("alg none: %v", verr)
+	}
+	big := good[:strings.LastIndex(good, ".")] + "." + strings.Repeat("A", 20<<10)
+	if _, verr := rs.Verify(big, now); verr == nil || verr.Message != "jwt too large" {
+		t.Fatalf("oversized: %v", verr)
+	}
+}
+
+func TestClockSkew(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	strict, _ := New(Config{Key: []byte("k")})
+	lenient, _ := New(Config{Key: []byte("k"), ClockSkew: 5 * time.Second})
+	tok, _, _ := strict.Sign(map[string]any{"exp": now.Unix(), "nbf": now.Unix() + 3}, now)
+	if _, verr := strict.Verify(tok, now.Add(2*time.Second)); verr == nil || verr.Name != "AuthTokenNotBeforeError" {
+		t.Fatalf("strict, before nbf: %v", verr)
+	}
+	// nbf 3 s ahead and exp now: within 5 s of skew both hold.
+	if _, verr := lenient.Verify(tok, now.Add(2*time.Second)); verr != nil {
+		t.Fatalf("lenient: %v", verr)
+	}
+	if _, verr := lenient.Verify(tok, now.Add(6*time.Second)); verr == nil || verr.Name != "AuthTokenExpiredError" {
+		t.Fatalf("lenient, past the skew: %v", verr)
+	}
+	if _, err := New(Config{Key: []byte("k"), ClockSkew: -time.Second}); err == nil {
+		t.Fatal("negative skew accepted")
+	}
+}
+
+func rsaPair(t *testing.T) (priv, pub []byte) {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, _ := x509.MarshalPKIXPublicKey(&k.PublicKey)
+	return pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(k)}),
+		pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pb})
 }

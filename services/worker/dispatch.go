@@ -142,7 +142,7 @@ func (s *Socket) processFrame(h *handlers, f *codec.Frame, msg []byte) {
 		ch, cid := a.Channel, f.CID
 		s.opStart(ch)
 		s.srv.publish(ch, a.Data, func(err error) {
-			s.opDone(ch)
+			defer s.opDone(ch) // after the answer is queued
 			switch {
 			case cid == nil:
 			case err != nil:

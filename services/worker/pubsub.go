@@ -90,7 +90,9 @@ func (s *Socket) subscribe(ch string, done func(error)) {
 	s.ops[ch]++ // until the broker answers (opDone)
 	s.mu.Unlock()
 	s.srv.hub.subscribe(ch, s, nil, func(err error) {
-		s.opDone(ch)
+		// The answer is queued before an unsubscribe waiting in settle
+		// may run, so the client hears them in that order.
+		defer s.opDone(ch)
 		if err != nil {
 			s.mu.Lock()
 			if _, ok := s.subs[ch]; ok {
