@@ -746,9 +746,14 @@ type Op struct {
 	Kind    OpKind                 `protobuf:"varint,1,opt,name=kind,proto3,enum=scc.v1.OpKind" json:"kind,omitempty"`
 	Channel string                 `protobuf:"bytes,2,opt,name=channel,proto3" json:"channel,omitempty"`
 	Data    []byte                 `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
-	// seq numbers the link's operations that want an ack (subscribe and
-	// publish), counting from 1; the broker acks them in order.
-	Seq           uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	// seq numbers the link's operations, counting from 1; the broker acks
+	// them in order.
+	Seq uint64 `protobuf:"varint,4,opt,name=seq,proto3" json:"seq,omitempty"`
+	// epoch is the ring epoch the worker routed a publish by. A broker that
+	// knows a newer ring in which it owns neither the channel nor (during a
+	// migration) its previous owner's share refuses the publish (OpError
+	// not_owner): the worker routed by a stale ring.
+	Epoch         uint64 `protobuf:"varint,5,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -807,6 +812,13 @@ func (x *Op) GetData() []byte {
 func (x *Op) GetSeq() uint64 {
 	if x != nil {
 		return x.Seq
+	}
+	return 0
+}
+
+func (x *Op) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
 	}
 	return 0
 }
@@ -979,9 +991,12 @@ func (x *LinkResponse) GetFailed() []*OpError {
 }
 
 type OpError struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Seq           uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
-	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Seq     uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	Message string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	// not_owner: the publish was refused unapplied because this broker does
+	// not own its channel at its (newer) epoch; route it again.
+	NotOwner      bool `protobuf:"varint,3,opt,name=not_owner,json=notOwner,proto3" json:"not_owner,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1030,6 +1045,13 @@ func (x *OpError) GetMessage() string {
 	return ""
 }
 
+func (x *OpError) GetNotOwner() bool {
+	if x != nil {
+		return x.NotOwner
+	}
+	return false
+}
+
 var File_scc_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_scc_v1_cluster_proto_rawDesc = "" +
@@ -1068,12 +1090,13 @@ const file_scc_v1_cluster_proto_rawDesc = "" +
 	"\fprev_brokers\x18\x04 \x03(\v2\x0e.scc.v1.MemberR\vprevBrokers\x12(\n" +
 	"\aworkers\x18\x05 \x03(\v2\x0e.scc.v1.MemberR\aworkers\x12*\n" +
 	"\bgateways\x18\x06 \x03(\v2\x0e.scc.v1.MemberR\bgateways\x12\x1a\n" +
-	"\bsettling\x18\a \x01(\bR\bsettling\"h\n" +
+	"\bsettling\x18\a \x01(\bR\bsettling\"~\n" +
 	"\x02Op\x12\"\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x0e.scc.v1.OpKindR\x04kind\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x10\n" +
-	"\x03seq\x18\x04 \x01(\x04R\x03seq\"H\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x14\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"H\n" +
 	"\vLinkRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1c\n" +
 	"\x03ops\x18\x02 \x03(\v2\n" +
@@ -1086,10 +1109,11 @@ const file_scc_v1_cluster_proto_rawDesc = "" +
 	"\n" +
 	"deliveries\x18\x02 \x03(\v2\x10.scc.v1.DeliveryR\n" +
 	"deliveries\x12'\n" +
-	"\x06failed\x18\x03 \x03(\v2\x0f.scc.v1.OpErrorR\x06failed\"5\n" +
+	"\x06failed\x18\x03 \x03(\v2\x0f.scc.v1.OpErrorR\x06failed\"R\n" +
 	"\aOpError\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x04R\x03seq\x12\x18\n" +
-	"\amessage\x18\x02 \x01(\tR\amessage*P\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\x12\x1b\n" +
+	"\tnot_owner\x18\x03 \x01(\bR\bnotOwner*P\n" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vROLE_BROKER\x10\x01\x12\x0f\n" +

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/scc-k8s/scc/pkg/ring"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -48,6 +50,36 @@ type Server struct {
 	mu       sync.RWMutex
 	channels map[string]map[*link]struct{}
 	links    map[*link]struct{}
+
+	owner atomic.Pointer[ownership] // nil until the first view
+}
+
+// ownership is what this broker owns in the newest ring it knows.
+type ownership struct {
+	id        string
+	epoch     uint64
+	cur, prev *ring.Ring
+}
+
+// owns reports whether a publish routed at epoch may be applied here: the
+// worker knows a ring at least as new, or this broker owns the channel in
+// its ring (or, during a migration, in the previous one).
+func (o *ownership) owns(ch string, epoch uint64) bool {
+	if o == nil || epoch >= o.epoch {
+		return true
+	}
+	return o.cur.Owner(ch) == o.id || o.prev.Owner(ch) == o.id
+}
+
+// SetRing tells the router the newest ring from state: id is this broker's
+// ring id. Publishes routed by an older ring to a channel it does not own
+// are refused from then on (OpError.not_owner), so a worker with a stale
+// view learns it instead of reaching only the subscribers left here.
+func (s *Server) SetRing(id string, epoch uint64, cur, prev []string) {
+	if o := s.owner.Load(); o != nil && epoch < o.epoch {
+		return
+	}
+	s.owner.Store(&ownership{id: id, epoch: epoch, cur: ring.New(cur), prev: ring.New(prev)})
 }
 
 // New returns a broker.
@@ -186,6 +218,12 @@ func (s *Server) apply(l *link, ops []*sccv1.Op) {
 				s.unsubscribe(op.Channel, l)
 			}
 		case sccv1.OpKind_OP_KIND_PUBLISH:
+			if !s.owner.Load().owns(op.Channel, op.Epoch) {
+				s.m.notOwner.Inc()
+				failed = append(failed, &sccv1.OpError{Seq: op.Seq, NotOwner: true,
+					Message: "broker: channel not owned here at this ring epoch"})
+				break
+			}
 			s.publish(op.Channel, op.Data)
 		default:
 			if op.Seq != 0 {

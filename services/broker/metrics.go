@@ -7,6 +7,7 @@ type metrics struct {
 	publishes  prometheus.Counter
 	deliveries prometheus.Counter
 	slowLinks  prometheus.Counter
+	notOwner   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -23,9 +24,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		slowLinks: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "broker", Name: "slow_links_total", Help: "Links cut because their queue passed its limit.",
 		}),
+		notOwner: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "publishes_not_owner_total", Help: "Publishes refused: routed by an older ring to a channel this broker does not own.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks)
+		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner)
 	}
 	return m
 }

@@ -138,6 +138,16 @@ func (n *Node) onView(v *sccv1.ClusterView) {
 	n.mu.Lock()
 	n.view = v
 	n.mu.Unlock()
+	if !v.Settling {
+		ids := func(ms []*sccv1.Member) []string {
+			out := make([]string, len(ms))
+			for i, m := range ms {
+				out[i] = m.Id
+			}
+			return out
+		}
+		n.srv.SetRing(n.id, v.Epoch, ids(v.Brokers), ids(v.PrevBrokers))
+	}
 	select {
 	case n.viewCh <- struct{}{}:
 	default:

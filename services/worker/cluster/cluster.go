@@ -70,6 +70,15 @@ type Config struct {
 // between components (grpcx.MaxMessageBytes).
 var ErrTooBig = errors.New("cluster: message too big for the cluster")
 
+// ErrNotOwner fails a publish that brokers kept refusing, for
+// Config.BufferTimeout, because this worker routed it by a ring older than
+// theirs: the worker has lost track of the cluster (state unreachable).
+var ErrNotOwner = errors.New("cluster: publish refused: this worker's ring is out of date")
+
+// rerouteAfter spaces the attempts of a publish refused for a stale ring:
+// the view that fixes the routing is usually on its way.
+const rerouteAfter = 20 * time.Millisecond
+
 // ErrLinkFull fails a publish when the link to its broker has
 // Config.MaxLinkQueueBytes queued already (the broker or the network is
 // not keeping up).
@@ -392,7 +401,7 @@ func (c *Cluster) syncLocked(ch string, cs *chanState) {
 	for id := range cs.on {
 		if id != owner && id != old {
 			if l := c.links[id]; l != nil {
-				l.queue(sccv1.OpKind_OP_KIND_UNSUBSCRIBE, ch, nil, nil)
+				l.queue(sccv1.OpKind_OP_KIND_UNSUBSCRIBE, ch, nil, nil, time.Time{})
 			}
 			delete(cs.on, id)
 		}
@@ -409,7 +418,7 @@ func (c *Cluster) syncLocked(ch string, cs *chanState) {
 			continue
 		}
 		brokerID := id
-		if l.queue(sccv1.OpKind_OP_KIND_SUBSCRIBE, ch, nil, func(err error) { c.confirmed(ch, brokerID, err) }) {
+		if l.queue(sccv1.OpKind_OP_KIND_SUBSCRIBE, ch, nil, func(err error) { c.confirmed(ch, brokerID, err) }, time.Time{}) {
 			cs.on[id] = false
 		}
 	}
@@ -510,7 +519,7 @@ func (c *Cluster) Unsubscribe(ch string) {
 	c.m.channels.Dec()
 	for id := range cs.on {
 		if l := c.links[id]; l != nil {
-			l.queue(sccv1.OpKind_OP_KIND_UNSUBSCRIBE, ch, nil, nil)
+			l.queue(sccv1.OpKind_OP_KIND_UNSUBSCRIBE, ch, nil, nil, time.Time{})
 		}
 	}
 	for _, w := range cs.waiters {
@@ -534,7 +543,7 @@ func (c *Cluster) Publish(ch string, data json.RawMessage, done func(error)) {
 		}
 		return
 	}
-	if !c.sendLocked(ch, data, done) {
+	if !c.sendLocked(ch, data, done, time.Now()) {
 		if len(c.buffer) >= c.cfg.MaxBuffered {
 			c.mu.Unlock()
 			c.m.bufferFull.Inc()
@@ -549,7 +558,9 @@ func (c *Cluster) Publish(ch string, data json.RawMessage, done func(error)) {
 	c.mu.Unlock()
 }
 
-func (c *Cluster) sendLocked(ch string, data []byte, done func(error)) bool {
+// sendLocked queues a publish on the link to its owner; since is when it
+// was first published (it bounds how long a refused publish is re-routed).
+func (c *Cluster) sendLocked(ch string, data []byte, done func(error), since time.Time) bool {
 	target := c.routeLocked(ch)
 	if target == "" {
 		return false
@@ -558,7 +569,35 @@ func (c *Cluster) sendLocked(ch string, data []byte, done func(error)) bool {
 	if l == nil {
 		return false
 	}
-	return l.queue(sccv1.OpKind_OP_KIND_PUBLISH, ch, data, done)
+	return l.queue(sccv1.OpKind_OP_KIND_PUBLISH, ch, data, done, since)
+}
+
+// reroute sends again a publish a broker refused (not its owner at its
+// newer epoch), after a pause, until Config.BufferTimeout from its first
+// attempt; then it fails with ErrNotOwner.
+func (c *Cluster) reroute(ch string, data []byte, done func(error), since time.Time) {
+	if time.Since(since) >= c.cfg.BufferTimeout {
+		c.m.notOwner.Inc()
+		if done != nil {
+			done(ErrNotOwner)
+		}
+		return
+	}
+	time.AfterFunc(rerouteAfter, func() {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			if done != nil {
+				done(worker.ErrBrokerClosed)
+			}
+			return
+		}
+		if !c.sendLocked(ch, data, done, since) {
+			c.buffer = append(c.buffer, heldPublish{channel: ch, data: data, done: done, since: since})
+			c.m.buffered.Inc()
+		}
+		c.mu.Unlock()
+	})
 }
 
 // flushLocked sends held publishes whose owner is reachable now.
@@ -569,7 +608,7 @@ func (c *Cluster) flushLocked() {
 	kept := c.buffer[:0]
 	resent := 0
 	for _, p := range c.buffer {
-		if c.sendLocked(p.channel, p.data, p.done) {
+		if c.sendLocked(p.channel, p.data, p.done, p.since) {
 			resent++
 			continue
 		}

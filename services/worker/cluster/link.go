@@ -48,6 +48,10 @@ type pendingOp struct {
 	seq     uint64
 	publish bool
 	done    func(error)
+	// A publish keeps what it needs to be routed again (OpError.not_owner).
+	channel string
+	data    []byte
+	since   time.Time
 }
 
 func newLink(c *Cluster, id, addr string) (*link, error) {
@@ -78,7 +82,7 @@ func (l *link) isUp() bool {
 // broker's ack. It reports false when the link is down. A publish that
 // would take the queue past Config.MaxLinkQueueBytes fails at once with
 // ErrLinkFull (and counts as handled).
-func (l *link) queue(kind sccv1.OpKind, ch string, data []byte, done func(error)) bool {
+func (l *link) queue(kind sccv1.OpKind, ch string, data []byte, done func(error), since time.Time) bool {
 	l.mu.Lock()
 	if !l.up {
 		l.mu.Unlock()
@@ -101,10 +105,13 @@ func (l *link) queue(kind sccv1.OpKind, ch string, data []byte, done func(error)
 	// release-old knows an old owner has nothing left on its way here.
 	l.seq++
 	op := &sccv1.Op{Kind: kind, Channel: ch, Data: data, Seq: l.seq}
-	l.pending = append(l.pending, pendingOp{seq: l.seq, publish: kind == sccv1.OpKind_OP_KIND_PUBLISH, done: done})
+	p := pendingOp{seq: l.seq, done: done}
 	if kind == sccv1.OpKind_OP_KIND_PUBLISH {
 		l.lastPub = l.seq
+		op.Epoch = l.c.epoch // the caller holds c.mu
+		p.publish, p.channel, p.data, p.since = true, ch, data, since
 	}
+	l.pending = append(l.pending, p)
 	l.ops = append(l.ops, op)
 	depth := len(l.ops)
 	l.mu.Unlock()
@@ -255,9 +262,15 @@ func (l *link) settle(acked uint64, failed []*sccv1.OpError) {
 	for _, p := range done {
 		var err error
 		for _, f := range failed {
-			if f.Seq == p.seq {
-				err = errors.New(f.Message)
+			if f.Seq != p.seq {
+				continue
 			}
+			if f.NotOwner && p.publish {
+				l.c.reroute(p.channel, p.data, p.done, p.since)
+				p.done = nil
+				break
+			}
+			err = errors.New(f.Message)
 		}
 		if p.done != nil {
 			p.done(err)

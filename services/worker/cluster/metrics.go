@@ -10,6 +10,7 @@ type metrics struct {
 	resent     prometheus.Counter
 	bufferFull prometheus.Counter
 	linkFull   prometheus.Counter
+	notOwner   prometheus.Counter
 	lost       prometheus.Counter
 	queueDepth *prometheus.GaugeVec
 }
@@ -37,6 +38,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		linkFull: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "worker", Name: "publishes_link_full_total", Help: "Publishes failed because their broker link had its byte limit queued.",
 		}),
+		notOwner: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "worker", Name: "publishes_stale_ring_total", Help: "Publishes failed because brokers kept refusing them as routed by an out-of-date ring.",
+		}),
 		lost: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "worker", Name: "publishes_lost_total", Help: "Publishes in flight on a broker link that broke (known lost or unconfirmed; their publishers got an error).",
 		}),
@@ -45,7 +49,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"broker"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.epoch, m.channels, m.linksUp, m.buffered, m.resent, m.bufferFull, m.linkFull, m.lost, m.queueDepth)
+		reg.MustRegister(m.epoch, m.channels, m.linksUp, m.buffered, m.resent, m.bufferFull, m.linkFull, m.notOwner, m.lost, m.queueDepth)
 	}
 	return m
 }
