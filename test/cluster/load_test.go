@@ -19,6 +19,8 @@ type loadConfig struct {
 	PubsPerWorker     int
 	Rate              int // messages per second in total
 	SubscriberWorkers []int
+	// Publishers limits publishing to the first this many workers (0: all).
+	Publishers int
 }
 
 type subscriber struct {
@@ -87,6 +89,9 @@ func startLoadOn(t *testing.T, urls []string, cfg loadConfig) *load {
 		}
 	}
 	for wi := range urls {
+		if cfg.Publishers > 0 && wi >= cfg.Publishers {
+			break
+		}
 		for pi := 0; pi < cfg.PubsPerWorker; pi++ {
 			l.pubs = append(l.pubs, &publisher{id: len(l.pubs) + 1, worker: wi, c: dial(t, rotate(wi)...),
 				acked: map[uint64]string{}, failed: map[uint64]string{}, ackAt: map[uint64]time.Time{}, sentAt: map[uint64]time.Time{}})
