@@ -535,6 +535,12 @@ func (c *Cluster) Publish(ch string, data json.RawMessage, done func(error)) {
 		}
 		return
 	}
+	c.publish(ch, data, done, time.Now())
+}
+
+// publish sends to the channel's owner, or holds the publish while it has
+// none reachable; since is when it was first published.
+func (c *Cluster) publish(ch string, data []byte, done func(error), since time.Time) {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -543,7 +549,7 @@ func (c *Cluster) Publish(ch string, data json.RawMessage, done func(error)) {
 		}
 		return
 	}
-	if !c.sendLocked(ch, data, done, time.Now()) {
+	if !c.sendLocked(ch, data, done, since) {
 		if len(c.buffer) >= c.cfg.MaxBuffered {
 			c.mu.Unlock()
 			c.m.bufferFull.Inc()
@@ -552,7 +558,7 @@ func (c *Cluster) Publish(ch string, data json.RawMessage, done func(error)) {
 			}
 			return
 		}
-		c.buffer = append(c.buffer, heldPublish{channel: ch, data: data, done: done, since: time.Now()})
+		c.buffer = append(c.buffer, heldPublish{channel: ch, data: data, done: done, since: since})
 		c.m.buffered.Inc()
 	}
 	c.mu.Unlock()
@@ -583,21 +589,7 @@ func (c *Cluster) reroute(ch string, data []byte, done func(error), since time.T
 		}
 		return
 	}
-	time.AfterFunc(rerouteAfter, func() {
-		c.mu.Lock()
-		if c.closed {
-			c.mu.Unlock()
-			if done != nil {
-				done(worker.ErrBrokerClosed)
-			}
-			return
-		}
-		if !c.sendLocked(ch, data, done, since) {
-			c.buffer = append(c.buffer, heldPublish{channel: ch, data: data, done: done, since: since})
-			c.m.buffered.Inc()
-		}
-		c.mu.Unlock()
-	})
+	time.AfterFunc(rerouteAfter, func() { c.publish(ch, data, done, since) })
 }
 
 // flushLocked sends held publishes whose owner is reachable now.
