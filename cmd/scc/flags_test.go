@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"strings"
 	"testing"
 	"time"
 )
@@ -40,5 +42,30 @@ func TestParseDuration(t *testing.T) {
 		if got, err := parseDuration(in); err != nil || got != want {
 			t.Errorf("%s: %v %v", in, got, err)
 		}
+	}
+}
+
+// The cluster's commands refuse to start without a cluster token unless
+// told --insecure; the standalone worker needs none.
+func TestClusterTokenRequired(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // whatever starts stops at once
+	for name, run := range map[string]func(context.Context, []string) error{
+		"state": runState, "broker": runBroker, "worker": runWorker,
+	} {
+		args := []string{"--listen", "127.0.0.1:0", "--http-listen", "", "--state", "127.0.0.1:1"}
+		if name == "worker" {
+			args = []string{"--listen", "127.0.0.1:0", "--state", "127.0.0.1:1"}
+		}
+		if name == "state" {
+			args = []string{"--listen", "127.0.0.1:0", "--http-listen", ""}
+		}
+		err := run(ctx, args)
+		if err == nil || !strings.Contains(err.Error(), "--cluster-token") {
+			t.Errorf("%s without a token: %v", name, err)
+		}
+	}
+	if err := runState(ctx, []string{"--listen", "127.0.0.1:0", "--http-listen", "", "--insecure"}); err != nil && strings.Contains(err.Error(), "--cluster-token") {
+		t.Errorf("state --insecure: %v", err)
 	}
 }

@@ -158,14 +158,22 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 	}
 }
 
-// clusterFlags registers what every cluster component shares.
-func clusterFlags(f *flags) func() grpcx.Config {
-	token := f.String("cluster-token", "", "shared secret every component presents (empty: no check)")
+// clusterFlags registers what every cluster component shares. A
+// component of a cluster refuses to start without a cluster token unless
+// told --insecure: without one, anything that reaches its gRPC port can
+// join, subscribe and receive every message.
+func clusterFlags(f *flags) func() (grpcx.Config, error) {
+	token := f.String("cluster-token", "", "shared secret every component presents")
+	insecure := f.Bool("insecure", false, "run without a cluster token (anything that reaches the gRPC ports can join; trusted networks only)")
 	cert := f.String("tls-cert", "", "PEM certificate for gRPC TLS (servers; clients present it for mTLS)")
 	key := f.String("tls-key", "", "PEM key of --tls-cert")
 	ca := f.String("tls-ca", "", "PEM CA bundle to verify gRPC peers")
-	return func() grpcx.Config {
-		return grpcx.Config{Token: *token, TLSCertFile: *cert, TLSKeyFile: *key, TLSCAFile: *ca}
+	return func() (grpcx.Config, error) {
+		if *token == "" && !*insecure {
+			return grpcx.Config{}, errors.New("no --cluster-token (SCC_CLUSTER_TOKEN): every component of a cluster must present the same one; " +
+				"--insecure runs without, on a trusted network only")
+		}
+		return grpcx.Config{Token: *token, TLSCertFile: *cert, TLSKeyFile: *key, TLSCAFile: *ca}, nil
 	}
 }
 
@@ -208,7 +216,11 @@ func runWorker(ctx context.Context, args []string) error {
 	if *adv == "" {
 		*adv = member.AdvertiseAddr(cfg.Listen)
 	}
-	cluster.Join(&cfg, cluster.Config{ID: *id, StateAddr: *stateAddr, Advertise: *adv, GRPC: grpcCfg()})
+	gc, err := grpcCfg()
+	if err != nil {
+		return err
+	}
+	cluster.Join(&cfg, cluster.Config{ID: *id, StateAddr: *stateAddr, Advertise: *adv, GRPC: gc})
 	return worker.Run(ctx, cfg)
 }
 
@@ -224,7 +236,11 @@ func runState(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return state.Run(ctx, state.ServiceConfig{Listen: *listen, HTTPListen: *httpListen, GRPC: grpcCfg(),
+	gc, err := grpcCfg()
+	if err != nil {
+		return err
+	}
+	return state.Run(ctx, state.ServiceConfig{Listen: *listen, HTTPListen: *httpListen, GRPC: gc,
 		State: state.Config{SettleWindow: *settle, Lease: *lease, Logger: log}})
 }
 
@@ -245,8 +261,12 @@ func runBroker(ctx context.Context, args []string) error {
 	if *stateAddr == "" {
 		return errors.New("--state is required")
 	}
+	gc, err := grpcCfg()
+	if err != nil {
+		return err
+	}
 	return broker.Run(ctx, broker.ServiceConfig{ID: *id, Listen: *listen, Advertise: *adv, HTTPListen: *httpListen,
-		StateAddr: *stateAddr, GRPC: grpcCfg(), DrainTimeout: *drain, Broker: broker.Config{Logger: log}})
+		StateAddr: *stateAddr, GRPC: gc, DrainTimeout: *drain, Broker: broker.Config{Logger: log}})
 }
 
 func runDev(ctx context.Context, args []string) error {
