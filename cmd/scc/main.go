@@ -168,12 +168,13 @@ func clusterFlags(f *flags) func() (grpcx.Config, error) {
 	cert := f.String("tls-cert", "", "PEM certificate for gRPC TLS (servers; clients present it for mTLS)")
 	key := f.String("tls-key", "", "PEM key of --tls-cert")
 	ca := f.String("tls-ca", "", "PEM CA bundle to verify gRPC peers")
+	mtls := f.Bool("tls-require-client-cert", false, "servers refuse clients without a certificate signed by --tls-ca (mutual TLS)")
 	return func() (grpcx.Config, error) {
 		if *token == "" && !*insecure {
 			return grpcx.Config{}, errors.New("no --cluster-token (SCC_CLUSTER_TOKEN): every component of a cluster must present the same one; " +
 				"--insecure runs without, on a trusted network only")
 		}
-		return grpcx.Config{Token: *token, TLSCertFile: *cert, TLSKeyFile: *key, TLSCAFile: *ca}, nil
+		return grpcx.Config{Token: *token, TLSCertFile: *cert, TLSKeyFile: *key, TLSCAFile: *ca, RequireClientCert: *mtls}, nil
 	}
 }
 

@@ -39,6 +39,10 @@ type Config struct {
 	TLSCertFile, TLSKeyFile, TLSCAFile string
 	// TLSServerName overrides the name clients verify.
 	TLSServerName string
+	// RequireClientCert makes servers refuse a connection whose client
+	// presents no certificate signed by TLSCAFile (mutual TLS). Default
+	// false: a certificate, when given, is verified.
+	RequireClientCert bool
 	// Dialer, when set, makes the connections Dial uses (tests inject
 	// faults with it). Default: a plain TCP dial.
 	Dialer func(ctx context.Context, addr string) (net.Conn, error)
@@ -110,6 +114,11 @@ func ServerOptions(c Config) ([]grpc.ServerOption, error) {
 			}
 			tc.ClientCAs = pool
 			tc.ClientAuth = tls.VerifyClientCertIfGiven
+			if c.RequireClientCert {
+				tc.ClientAuth = tls.RequireAndVerifyClientCert
+			}
+		} else if c.RequireClientCert {
+			return nil, errors.New("grpcx: requiring client certificates needs a CA file to verify them")
 		}
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}

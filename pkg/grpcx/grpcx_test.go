@@ -149,3 +149,20 @@ func TestHandlerPanicsRecovered(t *testing.T) {
 		t.Fatalf("%d panics counted, want 2", n)
 	}
 }
+
+// With RequireClientCert a server refuses a client that presents no
+// certificate, even with the right token; one that presents a certificate
+// signed by the CA gets in.
+func TestMutualTLS(t *testing.T) {
+	cert, key := selfSigned(t)
+	addr := serve(t, Config{Token: "s3cret", TLSCertFile: cert, TLSKeyFile: key, TLSCAFile: cert, RequireClientCert: true})
+	if err := check(t, addr, Config{Token: "s3cret", TLSCAFile: cert}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("no client certificate: %v", err)
+	}
+	if err := check(t, addr, Config{Token: "s3cret", TLSCAFile: cert, TLSCertFile: cert, TLSKeyFile: key}); err != nil {
+		t.Fatalf("with a client certificate: %v", err)
+	}
+	if _, err := ServerOptions(Config{TLSCertFile: cert, TLSKeyFile: key, RequireClientCert: true}); err == nil {
+		t.Fatal("client certificates required without a CA to verify them")
+	}
+}
