@@ -42,6 +42,10 @@ func FuzzServerMessage(f *testing.F) {
 		s := servers[v]
 		p := s.connect(t)
 		p.Send(msg)
+		if !utf8.ValidString(msg) {
+			p.ExpectClose(1007, 5*time.Second) // a text message that is not UTF-8
+			return
+		}
 		// The message may have closed the socket; the read below tells.
 		_ = p.Conn.WriteMessage(websocket.TextMessage, []byte(`{"event":"echo","data":"alive","cid":999999}`))
 		for {
