@@ -26,7 +26,7 @@ type Conn struct {
 	closeSent bool
 	hdr       [MaxHeader]byte
 
-	deflate *deflateParams // nil: permessage-deflate not negotiated
+	compress bool // permessage-deflate was negotiated
 }
 
 // NetConn is the underlying connection.
@@ -36,7 +36,7 @@ func (c *Conn) NetConn() net.Conn { return c.nc }
 func (c *Conn) Reader() *Reader { return c.rd }
 
 // Compressed reports whether permessage-deflate was negotiated.
-func (c *Conn) Compressed() bool { return c.deflate != nil }
+func (c *Conn) Compressed() bool { return c.compress }
 
 // WriteStarted is when the write under way began (unix nanoseconds), or 0.
 func (c *Conn) WriteStarted() int64 { return c.since.Load() }
@@ -78,21 +78,26 @@ const (
 // write without a copy. (A compressed connection compresses the payload
 // into a buffer of its own.)
 func (c *Conn) WriteFramed(op int, buf []byte) error {
-	if c.deflate != nil && len(buf)-MaxHeader >= compressMin {
+	if c.compress && len(buf)-MaxHeader >= compressMin {
 		return c.writeCompressed(op, buf[MaxHeader:])
 	}
 	at := putHeader(buf[:MaxHeader], finBit|byte(op), len(buf)-MaxHeader)
+	return c.send(buf[at:])
+}
+
+// send writes one whole frame, unless our close frame went first.
+func (c *Conn) send(frame []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closeSent {
 		return ErrCloseSent
 	}
-	return c.write(buf[at:])
+	return c.write(frame)
 }
 
 // WriteMessage sends one data message of payload p.
 func (c *Conn) WriteMessage(op int, p []byte) error {
-	if c.deflate != nil && len(p) >= compressMin {
+	if c.compress && len(p) >= compressMin {
 		return c.writeCompressed(op, p)
 	}
 	c.mu.Lock()

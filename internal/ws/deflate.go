@@ -17,9 +17,6 @@ import (
 // (de)compressors are pooled across connections. Clients must accept both
 // (RFC 7692 sections 7.1.1.1 and 7.1.1.2); browsers and Node's ws do.
 
-// deflateParams is what was agreed.
-type deflateParams struct{}
-
 // compressMin is the smallest payload worth compressing; shorter messages
 // leave uncompressed (RSV1 clear), which the extension allows per message.
 const compressMin = 128
@@ -104,14 +101,7 @@ func (c *Conn) writeCompressed(op int, p []byte) error {
 	// Flush ends the stream with an empty stored block, 00 00 ff ff.
 	b = b[:len(b)-len(deflateTail)]
 	at := putHeader(b[:MaxHeader], finBit|rsv1Bit|byte(op), len(b)-MaxHeader)
-	c.mu.Lock()
-	var err error
-	if c.closeSent {
-		err = ErrCloseSent
-	} else {
-		err = c.write(b[at:])
-	}
-	c.mu.Unlock()
+	err := c.send(b[at:])
 	if cap(b) <= 4*bigFrame {
 		*bp = b[:0]
 		frameBufs.Put(bp)

@@ -68,10 +68,7 @@ func newReader(c *Conn, limit int64) *Reader {
 // reading messages up to limit bytes; compressed says permessage-deflate
 // was agreed. (Upgrade does this for an HTTP request.)
 func NewConn(nc net.Conn, limit int64, compressed bool) *Conn {
-	c := &Conn{nc: nc}
-	if compressed {
-		c.deflate = &deflateParams{}
-	}
+	c := &Conn{nc: nc, compress: compressed}
 	c.rd = newReader(c, limit)
 	return c
 }
@@ -193,7 +190,7 @@ func (rd *Reader) readHeader(inMessage bool, msgLen int64) (header, error) {
 	h := header{fin: b[0]&finBit != 0, rsv1: b[0]&rsv1Bit != 0, op: int(b[0] & 0x0f)}
 	len7 := int64(b[1] & 0x7f)
 	switch {
-	case b[0]&0x30 != 0 || (h.rsv1 && rd.c.deflate == nil):
+	case b[0]&0x30 != 0 || (h.rsv1 && !rd.c.compress):
 		return h, rd.fail(CloseProtocolError, "reserved bits set")
 	case h.op == OpClose || h.op == OpPing || h.op == OpPong:
 		if !h.fin || len7 > 125 {
@@ -312,9 +309,6 @@ func (rd *Reader) Next() (op int, msg []byte, err error) {
 			}
 		} else if validate && !rd.text.done() {
 			return 0, nil, rd.fail(CloseInvalidPayload, "invalid UTF-8 in a text message")
-		}
-		if msg == nil {
-			msg = []byte{}
 		}
 		return op, msg, nil
 	}

@@ -25,6 +25,8 @@ type Options struct {
 type UpgradeError struct {
 	Status int
 	Msg    string
+	// wantVersion: the answer names the version this server speaks.
+	wantVersion bool
 }
 
 func (e *UpgradeError) Error() string { return e.Msg }
@@ -36,15 +38,15 @@ const notWS = "websocket: the client is not using the websocket protocol: "
 func Check(r *http.Request) *UpgradeError {
 	switch {
 	case !HeaderHasToken(r.Header, "Connection", "upgrade"):
-		return &UpgradeError{http.StatusBadRequest, notWS + "'upgrade' token not found in 'Connection' header"}
+		return &UpgradeError{Status: http.StatusBadRequest, Msg: notWS + "'upgrade' token not found in 'Connection' header"}
 	case !HeaderHasToken(r.Header, "Upgrade", "websocket"):
-		return &UpgradeError{http.StatusBadRequest, notWS + "'websocket' token not found in 'Upgrade' header"}
+		return &UpgradeError{Status: http.StatusBadRequest, Msg: notWS + "'websocket' token not found in 'Upgrade' header"}
 	case r.Method != http.MethodGet:
-		return &UpgradeError{http.StatusMethodNotAllowed, notWS + "request method is not GET"}
+		return &UpgradeError{Status: http.StatusMethodNotAllowed, Msg: notWS + "request method is not GET"}
 	case !HeaderHasToken(r.Header, "Sec-Websocket-Version", "13"):
-		return &UpgradeError{http.StatusBadRequest, "websocket: unsupported version: 13 not found in 'Sec-Websocket-Version' header"}
+		return &UpgradeError{Status: http.StatusBadRequest, Msg: "websocket: unsupported version: 13 not found in 'Sec-Websocket-Version' header", wantVersion: true}
 	case !validKey(r.Header.Get("Sec-Websocket-Key")):
-		return &UpgradeError{http.StatusBadRequest, "websocket: not a websocket handshake: 'Sec-WebSocket-Key' header must be Base64 encoded value of 16-byte in length"}
+		return &UpgradeError{Status: http.StatusBadRequest, Msg: "websocket: not a websocket handshake: 'Sec-WebSocket-Key' header must be Base64 encoded value of 16-byte in length"}
 	}
 	return nil
 }
@@ -54,7 +56,7 @@ func Check(r *http.Request) *UpgradeError {
 // subprotocol is negotiated; permessage-deflate is, when opts.Deflate.
 func Upgrade(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error) {
 	if e := Check(r); e != nil {
-		if e.Status == http.StatusBadRequest && strings.Contains(e.Msg, "unsupported version") {
+		if e.wantVersion {
 			w.Header().Set("Sec-Websocket-Version", "13")
 		}
 		http.Error(w, e.Msg, e.Status)
@@ -86,16 +88,11 @@ func Upgrade(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error
 		nc.Close()
 		return nil, err
 	}
-	c := &Conn{nc: nc}
-	if ext != "" {
-		c.deflate = &deflateParams{}
-	}
 	limit := opts.ReadLimit
 	if limit <= 0 {
 		limit = 1 << 20
 	}
-	c.rd = newReader(c, limit)
-	return c, nil
+	return NewConn(nc, limit, ext != ""), nil
 }
 
 // HeaderHasToken reports whether a comma-separated header has token,

@@ -18,6 +18,7 @@ package ws
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"strconv"
 	"unicode/utf8"
 )
@@ -76,7 +77,7 @@ var ErrCloseCode = errors.New("ws: close code may not be sent in a close frame")
 // be sent.
 func CheckCloseCode(code int) error {
 	if !ValidCloseCode(code) {
-		return errors.Join(ErrCloseCode, errors.New("ws: close code "+strconv.Itoa(code)))
+		return fmt.Errorf("%w: %d", ErrCloseCode, code)
 	}
 	return nil
 }

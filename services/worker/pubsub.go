@@ -13,11 +13,15 @@ import (
 // waits for the broker.
 func (s *Socket) opStart(ch string) {
 	s.mu.Lock()
+	s.opStartLocked(ch)
+	s.mu.Unlock()
+}
+
+func (s *Socket) opStartLocked(ch string) {
 	if s.ops == nil {
 		s.ops = make(map[string]int)
 	}
 	s.ops[ch]++
-	s.mu.Unlock()
 }
 
 func (s *Socket) opDone(ch string) {
@@ -73,9 +77,6 @@ func (s *Socket) subscribe(ch string, done func(error)) {
 	if s.subs == nil {
 		s.subs = make(map[string]struct{})
 	}
-	if s.ops == nil {
-		s.ops = make(map[string]int)
-	}
 	if _, ok := s.subs[ch]; !ok {
 		if limit := s.srv.cfg.SocketChannelLimit; limit > 0 && len(s.subs) >= limit {
 			s.mu.Unlock()
@@ -87,7 +88,7 @@ func (s *Socket) subscribe(ch string, done func(error)) {
 		s.subs[ch] = struct{}{}
 		s.srv.metrics.subscriptions.Inc()
 	}
-	s.ops[ch]++ // until the broker answers (opDone)
+	s.opStartLocked(ch) // until the broker answers (opDone)
 	s.mu.Unlock()
 	s.srv.hub.subscribe(ch, s, nil, func(err error) {
 		// The answer is queued before an unsubscribe waiting in settle
