@@ -109,6 +109,11 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 	deflate := f.Bool("per-message-deflate", false, "accept permessage-deflate compression when clients offer it")
 	maxPending := f.Int("max-pending-bytes", 8<<20, "outbound bytes queued per socket before it is closed as a slow consumer")
 	inboundRate := f.Float("inbound-rate", 0, "max inbound messages per second per socket (0: no limit)")
+	drainRate := f.Float("drain-rate", 1000, "sockets closed per second when draining (SIGTERM, or a gateway leaving); clients reconnect at once elsewhere (negative: all at once)")
+	drainTimeout := f.Duration("drain-timeout", 30*time.Second, "longest a SIGTERM drain takes; sockets still open then are cut")
+	tlsCert := f.String("tls-cert", "", "PEM certificate to serve wss:// and https:// (reloaded when the file changes)")
+	tlsKey := f.String("tls-key", "", "PEM key of --tls-cert")
+	trusted := f.String("trusted-proxies", "", "comma-separated CIDRs or addresses whose X-Forwarded-For names the client (the gateway's)")
 	logLevel := f.String("log-level", "info", "debug, info, warn or error")
 	return func() (worker.ServiceConfig, error) {
 		logger, err := logger(*logLevel)
@@ -135,8 +140,18 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 		if *authKey == "" {
 			ac.Key = nil
 		}
+		proxies, err := worker.ParsePrefixes(*trusted)
+		if err != nil {
+			return worker.ServiceConfig{}, fmt.Errorf("--trusted-proxies: %w", err)
+		}
+		if (*tlsCert == "") != (*tlsKey == "") {
+			return worker.ServiceConfig{}, errors.New("--tls-cert and --tls-key go together")
+		}
 		return worker.ServiceConfig{
-			Listen: *listen,
+			Listen:       *listen,
+			TLSCertFile:  *tlsCert,
+			TLSKeyFile:   *tlsKey,
+			DrainTimeout: *drainTimeout,
 			Server: worker.Config{
 				Path:                  *path,
 				ProtocolVersion:       *proto,
@@ -151,6 +166,8 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 				PerMessageDeflate:     *deflate,
 				MaxPendingBytes:       *maxPending,
 				InboundRate:           *inboundRate,
+				DrainRate:             *drainRate,
+				TrustedProxies:        proxies,
 				Auth:                  ac,
 				Logger:                logger,
 			},
@@ -165,10 +182,10 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 func clusterFlags(f *flags) func() (grpcx.Config, error) {
 	token := f.String("cluster-token", "", "shared secret every component presents")
 	insecure := f.Bool("insecure", false, "run without a cluster token (anything that reaches the gRPC ports can join; trusted networks only)")
-	cert := f.String("tls-cert", "", "PEM certificate for gRPC TLS (servers; clients present it for mTLS)")
-	key := f.String("tls-key", "", "PEM key of --tls-cert")
-	ca := f.String("tls-ca", "", "PEM CA bundle to verify gRPC peers")
-	mtls := f.Bool("tls-require-client-cert", false, "servers refuse clients without a certificate signed by --tls-ca (mutual TLS)")
+	cert := f.String("grpc-tls-cert", "", "PEM certificate for gRPC TLS between components (servers; clients present it for mTLS)")
+	key := f.String("grpc-tls-key", "", "PEM key of --grpc-tls-cert")
+	ca := f.String("grpc-tls-ca", "", "PEM CA bundle to verify gRPC peers")
+	mtls := f.Bool("grpc-tls-require-client-cert", false, "servers refuse clients without a certificate signed by --grpc-tls-ca (mutual TLS)")
 	return func() (grpcx.Config, error) {
 		if *token == "" && !*insecure {
 			return grpcx.Config{}, errors.New("no --cluster-token (SCC_CLUSTER_TOKEN): every component of a cluster must present the same one; " +

@@ -36,6 +36,9 @@ type Config struct {
 	View func() *sccv1.View
 	// Load, when set, is reported in heartbeats.
 	Load func() uint64
+	// Ready, when set, is the member's readiness, reported at registration
+	// and in heartbeats; without it the member is always ready.
+	Ready func() bool
 	// OnView receives every view, in order, on one goroutine. It must not
 	// block for long.
 	OnView func(*sccv1.ClusterView)
@@ -151,6 +154,7 @@ func (c *Client) session() error {
 	m := proto.Clone(c.cfg.Member).(*sccv1.Member)
 	m.Draining = c.draining
 	c.mu.Unlock()
+	m.Load, m.Ready = c.load()
 	reg := &sccv1.Register{Member: m}
 	if c.cfg.View != nil {
 		reg.View = c.cfg.View()
@@ -183,9 +187,7 @@ func (c *Client) session() error {
 			case msg = <-out:
 			case <-t.C:
 				hb := &sccv1.Heartbeat{}
-				if c.cfg.Load != nil {
-					hb.Load = c.cfg.Load()
-				}
+				hb.Load, hb.Ready = c.load()
 				msg = &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
 			}
 			if err := stream.Send(msg); err != nil {
@@ -205,6 +207,14 @@ func (c *Client) session() error {
 			c.cfg.OnView(v)
 		}
 	}
+}
+
+// load is what heartbeats report.
+func (c *Client) load() (load uint64, ready bool) {
+	if c.cfg.Load != nil {
+		load = c.cfg.Load()
+	}
+	return load, c.cfg.Ready == nil || c.cfg.Ready()
 }
 
 func (c *Client) send(msg *sccv1.JoinRequest) bool {

@@ -151,6 +151,10 @@ const (
 	OpKind_OP_KIND_SUBSCRIBE   OpKind = 1
 	OpKind_OP_KIND_UNSUBSCRIBE OpKind = 2
 	OpKind_OP_KIND_PUBLISH     OpKind = 3
+	// SYNC does nothing; its ack comes after every delivery the broker
+	// queued for the link before it, so a worker that sees it has seen
+	// every message the broker applied before the sync arrived.
+	OpKind_OP_KIND_SYNC OpKind = 4
 )
 
 // Enum value maps for OpKind.
@@ -160,12 +164,14 @@ var (
 		1: "OP_KIND_SUBSCRIBE",
 		2: "OP_KIND_UNSUBSCRIBE",
 		3: "OP_KIND_PUBLISH",
+		4: "OP_KIND_SYNC",
 	}
 	OpKind_value = map[string]int32{
 		"OP_KIND_UNSPECIFIED": 0,
 		"OP_KIND_SUBSCRIBE":   1,
 		"OP_KIND_UNSUBSCRIBE": 2,
 		"OP_KIND_PUBLISH":     3,
+		"OP_KIND_SYNC":        4,
 	}
 )
 
@@ -205,7 +211,10 @@ type Member struct {
 	// draining is set for a member that asked to leave.
 	Draining bool `protobuf:"varint,4,opt,name=draining,proto3" json:"draining,omitempty"`
 	// load is the member's own measure of load (workers: open sockets).
-	Load          uint64 `protobuf:"varint,5,opt,name=load,proto3" json:"load,omitempty"`
+	Load uint64 `protobuf:"varint,5,opt,name=load,proto3" json:"load,omitempty"`
+	// ready is the member's own readiness (workers: accepting sockets with
+	// live broker links); gateways route only to ready, non-draining workers.
+	Ready         bool `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -273,6 +282,13 @@ func (x *Member) GetLoad() uint64 {
 		return x.Load
 	}
 	return 0
+}
+
+func (x *Member) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
 }
 
 // View is a worker's ring as it last applied it; reported at registration
@@ -400,6 +416,7 @@ func (x *Register) GetView() *View {
 type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Load          uint64                 `protobuf:"varint,1,opt,name=load,proto3" json:"load,omitempty"`
+	Ready         bool                   `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -439,6 +456,13 @@ func (x *Heartbeat) GetLoad() uint64 {
 		return x.Load
 	}
 	return 0
+}
+
+func (x *Heartbeat) GetReady() bool {
+	if x != nil {
+		return x.Ready
+	}
+	return false
 }
 
 // Ack says that the worker finished the given phase of the given epoch.
@@ -494,7 +518,10 @@ func (x *Ack) GetPhase() Phase {
 	return Phase_PHASE_STABLE
 }
 
-// Drain asks state to remove this member (a broker) from the ring.
+// Drain marks this member as leaving: a broker is taken out of the ring,
+// a worker gets no new connections from gateways, and the sockets a
+// draining gateway brought to workers are closed by the workers (with a
+// code that makes clients reconnect at once, through another gateway).
 type Drain struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1056,13 +1083,14 @@ var File_scc_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_scc_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x14scc/v1/cluster.proto\x12\x06scc.v1\"\x84\x01\n" +
+	"\x14scc/v1/cluster.proto\x12\x06scc.v1\"\x9a\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
 	"\x04role\x18\x02 \x01(\x0e2\f.scc.v1.RoleR\x04role\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1a\n" +
 	"\bdraining\x18\x04 \x01(\bR\bdraining\x12\x12\n" +
-	"\x04load\x18\x05 \x01(\x04R\x04load\"\x9e\x01\n" +
+	"\x04load\x18\x05 \x01(\x04R\x04load\x12\x14\n" +
+	"\x05ready\x18\x06 \x01(\bR\x05ready\"\x9e\x01\n" +
 	"\x04View\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
 	"\x05phase\x18\x02 \x01(\x0e2\r.scc.v1.PhaseR\x05phase\x12(\n" +
@@ -1070,9 +1098,10 @@ const file_scc_v1_cluster_proto_rawDesc = "" +
 	"\fprev_brokers\x18\x04 \x03(\v2\x0e.scc.v1.MemberR\vprevBrokers\"T\n" +
 	"\bRegister\x12&\n" +
 	"\x06member\x18\x01 \x01(\v2\x0e.scc.v1.MemberR\x06member\x12 \n" +
-	"\x04view\x18\x02 \x01(\v2\f.scc.v1.ViewR\x04view\"\x1f\n" +
+	"\x04view\x18\x02 \x01(\v2\f.scc.v1.ViewR\x04view\"5\n" +
 	"\tHeartbeat\x12\x12\n" +
-	"\x04load\x18\x01 \x01(\x04R\x04load\"@\n" +
+	"\x04load\x18\x01 \x01(\x04R\x04load\x12\x14\n" +
+	"\x05ready\x18\x02 \x01(\bR\x05ready\"@\n" +
 	"\x03Ack\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
 	"\x05phase\x18\x02 \x01(\x0e2\r.scc.v1.PhaseR\x05phase\"\a\n" +
@@ -1123,12 +1152,13 @@ const file_scc_v1_cluster_proto_rawDesc = "" +
 	"\fPHASE_STABLE\x10\x00\x12\x18\n" +
 	"\x14PHASE_SUBSCRIBE_BOTH\x10\x01\x12\x15\n" +
 	"\x11PHASE_PUBLISH_NEW\x10\x02\x12\x15\n" +
-	"\x11PHASE_RELEASE_OLD\x10\x03*f\n" +
+	"\x11PHASE_RELEASE_OLD\x10\x03*x\n" +
 	"\x06OpKind\x12\x17\n" +
 	"\x13OP_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OP_KIND_SUBSCRIBE\x10\x01\x12\x17\n" +
 	"\x13OP_KIND_UNSUBSCRIBE\x10\x02\x12\x13\n" +
-	"\x0fOP_KIND_PUBLISH\x10\x032=\n" +
+	"\x0fOP_KIND_PUBLISH\x10\x03\x12\x10\n" +
+	"\fOP_KIND_SYNC\x10\x042=\n" +
 	"\x05State\x124\n" +
 	"\x04Join\x12\x13.scc.v1.JoinRequest\x1a\x13.scc.v1.ClusterView(\x010\x012?\n" +
 	"\x06Broker\x125\n" +

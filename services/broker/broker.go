@@ -225,6 +225,9 @@ func (s *Server) apply(l *link, ops []*sccv1.Op) {
 				break
 			}
 			s.publish(op.Channel, op.Data)
+		case sccv1.OpKind_OP_KIND_SYNC:
+			// Nothing to apply: its ack, held behind every delivery
+			// queued before it, is the answer.
 		default:
 			if op.Seq != 0 {
 				failed = append(failed, &sccv1.OpError{Seq: op.Seq, Message: "broker: unknown operation"})

@@ -73,6 +73,10 @@ type Server struct {
 	changeAt  time.Time       // when a broker change was first noticed (debounce)
 	migStart  time.Time
 	frozen    bool // shutting down: members leaving is not a ring change
+	// loadDirty is set when a member's load changed since the last view:
+	// loads go out at most every loadEvery, a readiness change at once.
+	loadDirty bool
+	loadSent  time.Time
 	wake      chan struct{}
 	stop      chan struct{}
 	done      chan struct{}
@@ -198,9 +202,16 @@ func (s *Server) loop() {
 			s.brokerChangedLocked()
 		}
 		s.reconcileLocked(now)
+		if s.loadDirty && now.Sub(s.loadSent) >= loadEvery {
+			s.broadcastLocked()
+		}
 		s.mu.Unlock()
 	}
 }
+
+// loadEvery spaces the views sent only because members' loads changed
+// (gateways balance by them; they count their own routing in between).
+const loadEvery = time.Second
 
 // Join is one member's stream.
 func (s *Server) Join(stream sccv1.State_JoinServer) error {
@@ -299,7 +310,15 @@ func (s *Server) handle(id string, m *member, req *sccv1.JoinRequest) {
 	m.lastSeen = s.cfg.Clock()
 	switch msg := req.Msg.(type) {
 	case *sccv1.JoinRequest_Heartbeat:
-		m.info.Load = msg.Heartbeat.Load
+		if m.info.Load != msg.Heartbeat.Load {
+			m.info.Load = msg.Heartbeat.Load
+			s.loadDirty = true
+		}
+		if m.info.Ready != msg.Heartbeat.Ready {
+			m.info.Ready = msg.Heartbeat.Ready
+			s.log.Info("member readiness", "member", id, "ready", m.info.Ready)
+			s.broadcastLocked()
+		}
 	case *sccv1.JoinRequest_Ack:
 		if msg.Ack.Epoch == s.epoch && msg.Ack.Phase == s.phase && s.acks[id] {
 			delete(s.acks, id)
@@ -555,6 +574,7 @@ func (s *Server) broadcastLocked() {
 		return
 	}
 	v := s.viewLocked()
+	s.loadDirty, s.loadSent = false, s.cfg.Clock()
 	for _, m := range s.members {
 		select {
 		case <-m.out:

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -68,6 +69,13 @@ type Config struct {
 	// InboundRate throttles reading from one socket to this many messages
 	// per second (the rest wait in TCP buffers). Default 0: no limit.
 	InboundRate float64
+	// DrainRate paces Shutdown and gateway drains: sockets closed per
+	// second with CloseDraining, so the workers that take the clients
+	// back see a ramp. Default 1000; negative closes all at once.
+	DrainRate float64
+	// TrustedProxies are the peers (the gateway, a load balancer) whose
+	// X-Forwarded-For header Socket.RemoteAddr believes. Default none.
+	TrustedProxies []netip.Prefix
 	// WriteTimeout bounds one write to a socket (checked by the sweeper, so
 	// up to a quarter of it, at most 1s, late). Default 10s.
 	WriteTimeout time.Duration
@@ -148,6 +156,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.DrainRate == 0 {
+		c.DrainRate = 1000
 	}
 	if c.InboundRate < 0 {
 		return fmt.Errorf("%w: negative inbound rate", ErrConfig)

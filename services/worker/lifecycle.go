@@ -30,11 +30,7 @@ func (s *Socket) closeWith(code int, reason string) {
 	}
 	var disc []byte
 	if s.v1 {
-		body := append([]byte(`{"code":`), itoa(code)...)
-		if reason != "" {
-			body = codec.AppendString(append(body, `,"data":`...), reason)
-		}
-		disc = codec.AppendEvent(nil, "#disconnect", append(body, '}'), 0)
+		disc = disconnectEvent(code, reason)
 	}
 	q := &s.out
 	q.mu.Lock()
@@ -53,6 +49,16 @@ func (s *Socket) closeWith(code int, reason string) {
 	if start {
 		s.srv.writers.start(s)
 	}
+}
+
+// disconnectEvent is the #disconnect event 14.x servers send a v1 socket
+// before they close it.
+func disconnectEvent(code int, reason string) []byte {
+	body := append([]byte(`{"code":`), itoa(code)...)
+	if reason != "" {
+		body = codec.AppendString(append(body, `,"data":`...), reason)
+	}
+	return codec.AppendEvent(nil, "#disconnect", append(body, '}'), 0)
 }
 
 // markClosed moves the socket to closed and records why, once.

@@ -20,6 +20,7 @@ type metrics struct {
 	badMessages     *prometheus.CounterVec
 	panics          *prometheus.CounterVec
 	handshakeReject prometheus.Counter
+	drained         prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -84,8 +85,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "scc", Subsystem: "worker", Name: "handshake_rejections_total",
 			Help: "Upgrades or handshakes refused (path, origin, middleware).",
 		}),
+		drained: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "worker", Name: "drained_sockets_total",
+			Help: "Sockets closed by a drain (this worker's, or a gateway's that is leaving).",
+		}),
 	}
-	reg.MustRegister(m.connections, m.connectsTotal, m.handshakes, m.disconnects, m.subscriptions,
+	reg.MustRegister(m.drained, m.connections, m.connectsTotal, m.handshakes, m.disconnects, m.subscriptions,
 		m.channels, m.messagesIn, m.messagesOut, m.publishesIn, m.deliveries, m.slowConsumers,
 		m.rawMessages, m.badMessages, m.panics, m.handshakeReject)
 	return m

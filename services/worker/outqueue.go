@@ -81,7 +81,14 @@ func (s *Socket) writeLoop() {
 		q.mu.Lock()
 		items, ping, closing, code, text := q.items, q.ping, q.closing, q.closeCode, q.closeText
 		q.items, q.spare = q.spare, nil
-		q.bytes, q.ping, q.closing = 0, false, false
+		q.bytes, q.ping = 0, false
+		if closing && len(items) == 0 {
+			// The close goes out now, and nothing is queued behind it (a
+			// drain's close left the queue open until this moment).
+			q.closing, q.closed = false, true
+		} else {
+			closing = false // the frames first; the close on a later turn
+		}
 		if len(items) == 0 && !ping && !closing {
 			q.writing = false
 			q.mu.Unlock()
@@ -120,6 +127,7 @@ func (s *Socket) writeLoop() {
 			i = j
 		}
 		if err == nil && closing {
+			s.markClosed(code, text) // a drain's close marks it only now
 			// The last frame: ws.Conn refuses anything after it.
 			err = s.ws.WriteClose(code, text)
 			// The reader finishes when the peer's close frame arrives or,

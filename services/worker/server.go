@@ -138,6 +138,8 @@ type Server struct {
 	readers   sync.WaitGroup
 
 	draining atomic.Bool
+	drainMu  sync.Mutex
+	gwDrains map[string]bool // gateways whose sockets are being closed
 	stop     chan struct{}
 	writers  *writers
 	stopOnce sync.Once
@@ -466,29 +468,6 @@ func (s *Server) deliver(channel string, data json.RawMessage) {
 func (s *Server) publish(channel string, data json.RawMessage, done func(error)) {
 	s.metrics.publishesIn.Inc()
 	s.broker.Publish(channel, data, done)
-}
-
-// Shutdown stops accepting connections and closes every socket with
-// CloseDraining so clients reconnect elsewhere at once, then waits (until
-// ctx is done) for their readers to finish, and releases the server.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.draining.Store(true)
-	for _, sock := range s.snapshotSockets(nil) {
-		sock.closeWith(CloseDraining, "server draining")
-	}
-	done := make(chan struct{})
-	go func() { s.readers.Wait(); close(done) }()
-	var err error
-	select {
-	case <-done:
-	case <-ctx.Done():
-		err = ctx.Err()
-		for _, sock := range s.snapshotSockets(nil) {
-			sock.ws.Close()
-		}
-	}
-	s.Close()
-	return err
 }
 
 // Close closes every socket at once (no close handshake) and releases the

@@ -2,6 +2,7 @@ package worker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/scc-k8s/scc/internal/certreload"
 )
 
 // ServiceConfig runs a Server as a network service.
@@ -23,7 +26,11 @@ type ServiceConfig struct {
 	// Extra, when set, serves every path the service does not (the dev
 	// demo page uses it).
 	Extra http.Handler
-	// DrainTimeout bounds the graceful shutdown. Default 10s.
+	// TLSCertFile and TLSKeyFile, when set, serve TLS (wss://) with this
+	// certificate, reloaded when the files change (a Secret mount).
+	TLSCertFile, TLSKeyFile string
+	// DrainTimeout bounds the graceful shutdown: sockets still open when
+	// it passes are closed at once. Default 30s.
 	DrainTimeout time.Duration
 	// Setup, when set, is called with the server before it serves, to
 	// register procedures and middleware.
@@ -43,7 +50,7 @@ func Run(ctx context.Context, cfg ServiceConfig) error {
 		cfg.Listen = ":8000"
 	}
 	if cfg.DrainTimeout <= 0 {
-		cfg.DrainTimeout = 10 * time.Second
+		cfg.DrainTimeout = 30 * time.Second
 	}
 	srv, err := NewServer(cfg.Server)
 	if err != nil {
@@ -58,6 +65,18 @@ func Run(ctx context.Context, cfg ServiceConfig) error {
 			srv.Close()
 			return fmt.Errorf("worker: listen: %w", err)
 		}
+	}
+	scheme := "ws"
+	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
+		rl, err := certreload.New(cfg.TLSCertFile, cfg.TLSKeyFile, srv.log)
+		if err != nil {
+			ln.Close()
+			srv.Close()
+			return fmt.Errorf("worker: %w", err)
+		}
+		tc := rl.Config()
+		tc.NextProtos = []string{"http/1.1"} // WebSocket upgrades are HTTP/1.1
+		ln, scheme = tls.NewListener(ln, tc), "wss"
 	}
 	mux := http.NewServeMux()
 	mux.Handle(srv.Config().Path, srv)
@@ -77,7 +96,7 @@ func Run(ctx context.Context, cfg ServiceConfig) error {
 	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()
-	srv.log.Info("worker serving", "addr", ln.Addr().String(), "path", srv.Config().Path,
+	srv.log.Info("worker serving", "addr", ln.Addr().String(), "scheme", scheme, "path", srv.Config().Path,
 		"protocol", srv.Config().ProtocolVersion)
 	if cfg.OnListen != nil {
 		cfg.OnListen(ln.Addr())
@@ -88,10 +107,16 @@ func Run(ctx context.Context, cfg ServiceConfig) error {
 		return fmt.Errorf("worker: serve: %w", err)
 	case <-ctx.Done():
 	}
-	srv.log.Info("worker draining", "sockets", srv.Clients())
+	srv.log.Info("worker draining", "sockets", srv.Clients(), "rate", srv.Config().DrainRate,
+		"deadline", cfg.DrainTimeout.String())
+	start := time.Now()
 	dctx, cancel := context.WithTimeout(context.Background(), cfg.DrainTimeout)
 	defer cancel()
-	_ = srv.Shutdown(dctx)
+	if err := srv.Shutdown(dctx); err != nil {
+		srv.log.Warn("worker drain deadline passed; remaining sockets cut", "after", time.Since(start).String())
+	} else {
+		srv.log.Info("worker drained", "took", time.Since(start).String())
+	}
 	if err := hs.Shutdown(dctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return err
 	}

@@ -34,6 +34,7 @@ type Socket struct {
 	cancel  context.CancelFunc
 	v1      bool
 	created time.Time
+	gateway string // the GatewayHeader of the upgrade
 
 	state    atomic.Int32
 	lastSeen atomic.Int64 // unix nanos of the last inbound message
@@ -101,6 +102,7 @@ func (srv *Server) newSocket(c *wsConn, r *http.Request) *Socket {
 		cancel:  cancel,
 		v1:      srv.cfg.ProtocolVersion == 1,
 		created: now,
+		gateway: r.Header.Get(GatewayHeader),
 	}
 	s.lastSeen.Store(now.UnixNano())
 	s.lastPing.Store(now.UnixNano())
@@ -115,8 +117,10 @@ func (s *Socket) ID() string { return s.id }
 // Request is the HTTP upgrade request (headers, query string).
 func (s *Socket) Request() *http.Request { return s.req }
 
-// RemoteAddr is the client's IP address.
-func (s *Socket) RemoteAddr() string { return remoteAddr(s.req) }
+// RemoteAddr is the client's IP address: the connection's peer, or, when
+// that peer is a trusted proxy (Config.TrustedProxies), the address the
+// proxies forwarded (X-Forwarded-For).
+func (s *Socket) RemoteAddr() string { return s.srv.clientAddr(s.req) }
 
 // Context is done when the socket closes.
 func (s *Socket) Context() context.Context { return s.ctx }

@@ -19,10 +19,12 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -60,6 +62,14 @@ type Config struct {
 	BufferTimeout time.Duration
 	// Load reports the worker's load (open sockets) in heartbeats.
 	Load func() uint64
+	// Ready, when set, must hold too for the worker to report itself ready
+	// to state (gateways route only to ready workers): the worker serves
+	// and is not draining.
+	Ready func() bool
+	// OnGatewayDrain, when set, is called (on the view goroutine; it must
+	// not block) once for each gateway the view first shows draining: the
+	// worker closes the sockets that gateway brought, at its drain pace.
+	OnGatewayDrain func(gatewayID string)
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives metrics (default: none).
@@ -111,9 +121,11 @@ type Cluster struct {
 	closed   bool
 	changed  chan struct{}
 
-	latest  chan *sccv1.ClusterView
-	stop    chan struct{}
-	applied sync.WaitGroup
+	latest chan *sccv1.ClusterView
+	// gwDraining are the gateways seen draining; only onView touches it.
+	gwDraining map[string]bool
+	stop       chan struct{}
+	applied    sync.WaitGroup
 }
 
 type chanState struct {
@@ -174,8 +186,11 @@ func New(cfg Config, deliver worker.DeliverFunc) (*Cluster, error) {
 		Member:    &sccv1.Member{Id: cfg.ID, Role: sccv1.Role_ROLE_WORKER, Address: cfg.Advertise},
 		View:      c.currentView,
 		Load:      cfg.Load,
-		OnView:    c.onView,
-		Logger:    c.log,
+		Ready: func() bool {
+			return c.Ready() && (cfg.Ready == nil || cfg.Ready())
+		},
+		OnView: c.onView,
+		Logger: c.log,
 	})
 	if err != nil {
 		close(c.stop)
@@ -216,6 +231,22 @@ func (c *Cluster) currentView() *sccv1.View {
 }
 
 func (c *Cluster) onView(v *sccv1.ClusterView) {
+	if c.cfg.OnGatewayDrain != nil {
+		for _, g := range v.Gateways {
+			if g.Draining && !c.gwDraining[g.Id] {
+				if c.gwDraining == nil {
+					c.gwDraining = make(map[string]bool)
+				}
+				c.gwDraining[g.Id] = true
+				c.cfg.OnGatewayDrain(g.Id)
+			}
+		}
+		for id := range c.gwDraining { // gone: forget it
+			if !slices.ContainsFunc(v.Gateways, func(g *sccv1.Member) bool { return g.Id == id }) {
+				delete(c.gwDraining, id)
+			}
+		}
+	}
 	select {
 	case <-c.latest:
 	default:
@@ -666,6 +697,44 @@ func (c *Cluster) linkDown(l *link) {
 	c.mu.Unlock()
 	c.m.linksUp.Dec()
 	c.notify()
+}
+
+// Drain tells state that this worker is leaving: gateways stop routing
+// new connections to it at once. The worker stays in the cluster (its
+// subscriptions and publishes work as before) until Close.
+func (c *Cluster) Drain() { c.mem.Drain() }
+
+// Sync returns once every message the brokers applied before it was
+// called has been handed to the worker's deliver function: a sync
+// operation goes down every live link, and each broker acks it only after
+// the deliveries it queued before it. A draining worker syncs before it
+// closes sockets, so a socket's close comes after everything published
+// before the close was decided.
+func (c *Cluster) Sync(ctx context.Context) error {
+	c.mu.Lock()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(c.links))
+	for _, l := range c.links {
+		wg.Add(1)
+		if !l.queue(sccv1.OpKind_OP_KIND_SYNC, "", nil, func(err error) { errs <- err; wg.Done() }, time.Time{}) {
+			wg.Done() // down: nothing of it can arrive any more
+		}
+	}
+	c.mu.Unlock()
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Close leaves the cluster.

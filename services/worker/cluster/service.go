@@ -33,6 +33,16 @@ func Join(svc *worker.ServiceConfig, cfg Config) {
 		}
 		return 0
 	}
+	userReady := svc.Ready
+	cfg.Ready = func() bool {
+		s := srv.Load()
+		return s != nil && s.Ready() && (userReady == nil || userReady())
+	}
+	cfg.OnGatewayDrain = func(id string) {
+		if s := srv.Load(); s != nil {
+			s.DrainGateway(id)
+		}
+	}
 	svc.Server.Broker = func(deliver worker.DeliverFunc) (worker.Broker, error) {
 		c, err := New(cfg, deliver)
 		if err == nil {
@@ -47,9 +57,8 @@ func Join(svc *worker.ServiceConfig, cfg Config) {
 			setup(s)
 		}
 	}
-	ready := svc.Ready
 	svc.Ready = func() bool {
 		c := cl.Load()
-		return c != nil && c.Ready() && (ready == nil || ready())
+		return c != nil && c.Ready() && (userReady == nil || userReady())
 	}
 }
