@@ -27,6 +27,7 @@ import (
 	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/pkg/member"
 	"github.com/scc-k8s/scc/services/broker"
+	gateway "github.com/scc-k8s/scc/services/ingress-gw"
 	"github.com/scc-k8s/scc/services/state"
 	"github.com/scc-k8s/scc/services/worker"
 	"github.com/scc-k8s/scc/services/worker/cluster"
@@ -42,6 +43,8 @@ commands:
   broker   run a broker (channel routing)
   worker   run the SocketCluster server (worker); with --state it joins a
            cluster, without it runs alone on an in-process broker
+  gateway  run the ingress gateway: HTTP and WebSocket (plain or TLS) on one
+           port, each connection routed to the least-loaded ready worker
   bench    load-test a SocketCluster server (ours or any other)
 
 Run 'scc <command> -h' for its flags.
@@ -68,6 +71,8 @@ func main() {
 		err = runState(ctx, os.Args[2:])
 	case "broker":
 		err = runBroker(ctx, os.Args[2:])
+	case "gateway":
+		err = runGateway(ctx, os.Args[2:])
 	case "bench":
 		err = runBench(ctx, os.Args[2:])
 	case "-h", "--help", "help":
@@ -285,6 +290,43 @@ func runBroker(ctx context.Context, args []string) error {
 	}
 	return broker.Run(ctx, broker.ServiceConfig{ID: *id, Listen: *listen, Advertise: *adv, HTTPListen: *httpListen,
 		StateAddr: *stateAddr, GRPC: gc, DrainTimeout: *drain, Broker: broker.Config{Logger: log}})
+}
+
+func runGateway(ctx context.Context, args []string) error {
+	f := newFlags("scc gateway")
+	listen := f.String("listen", ":8000", "address to serve HTTP and WebSocket on")
+	stateAddr := f.String("state", "", "state service address (host:port)")
+	id := f.String("id", "", "gateway id in the cluster (default: hostname and a random suffix)")
+	adv := f.String("advertise", "", "address reported to state (default: POD_IP with the listen port)")
+	path := f.String("path", "/socketcluster/", "SocketCluster WebSocket path routed to workers")
+	tlsCert := f.String("tls-cert", "", "PEM certificate to serve https:// and wss:// (reloaded when the file changes)")
+	tlsKey := f.String("tls-key", "", "PEM key of --tls-cert")
+	perIP := f.Int("max-conns-per-ip", 0, "open WebSocket connections and in-flight requests per client address (0: no limit; 429 beyond)")
+	upRate := f.Float("upgrade-rate", 0, "WebSocket upgrades per second over the gateway (0: no limit; 503 beyond)")
+	upBurst := f.Int("upgrade-burst", 0, "upgrades allowed at once above --upgrade-rate (default: one second's worth)")
+	maxHeader := f.Int("max-header-bytes", 16<<10, "request header size limit (431 beyond)")
+	headerTimeout := f.Duration("read-header-timeout", 10*time.Second, "close a connection whose request header has not arrived in this long")
+	idle := f.Duration("idle-timeout", 60*time.Second, "close a keep-alive connection idle this long")
+	dial := f.Duration("dial-timeout", 5*time.Second, "bound on connecting to a worker and its answer to an upgrade")
+	drainDelay := f.Duration("drain-delay", 2*time.Second, "on SIGTERM, keep serving this long while reporting unready (load balancers take the gateway out), then drain")
+	drainTimeout := f.Duration("drain-timeout", 30*time.Second, "longest a drain takes; connections still open then are cut")
+	grpcCfg := clusterFlags(f)
+	level := f.String("log-level", "info", "debug, info, warn or error")
+	log, err := parseLogged(f, args, level)
+	if err != nil {
+		return err
+	}
+	if *stateAddr == "" {
+		return errors.New("--state is required")
+	}
+	gc, err := grpcCfg()
+	if err != nil {
+		return err
+	}
+	return gateway.Run(ctx, gateway.Config{Listen: *listen, StateAddr: *stateAddr, ID: *id, Advertise: *adv, Path: *path,
+		GRPC: gc, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, MaxConnsPerIP: *perIP, UpgradeRate: *upRate,
+		UpgradeBurst: *upBurst, MaxHeaderBytes: *maxHeader, ReadHeaderTimeout: *headerTimeout, IdleTimeout: *idle,
+		DialTimeout: *dial, DrainDelay: *drainDelay, DrainTimeout: *drainTimeout, Logger: log})
 }
 
 func runDev(ctx context.Context, args []string) error {

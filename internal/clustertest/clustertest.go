@@ -1,9 +1,10 @@
 // Package clustertest starts a whole cluster in one test process: a state
-// service, brokers and workers, each on 127.0.0.1 port 0 over real gRPC,
+// service, brokers, workers and gateways, each on 127.0.0.1 port 0 over real gRPC,
 // and cleans every one of them up when the test ends.
 package clustertest
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,6 +19,7 @@ import (
 	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/proto/sccv1"
 	"github.com/scc-k8s/scc/services/broker"
+	gateway "github.com/scc-k8s/scc/services/ingress-gw"
 	"github.com/scc-k8s/scc/services/state"
 	"github.com/scc-k8s/scc/services/worker"
 	"github.com/scc-k8s/scc/services/worker/cluster"
@@ -58,8 +60,10 @@ type Cluster struct {
 	StateAddr string
 	Brokers   []*broker.Node
 	Workers   []*Worker
+	Gateways  []*Gateway
 	nBrokers  int
 	nWorkers  int
+	nGateways int
 }
 
 // Worker is one worker: its SocketCluster server and its cluster link.
@@ -211,9 +215,18 @@ func (c *Cluster) AddWorkerWith(edit func(*cluster.Config)) *Worker {
 		cfg.Auth.Key = []byte("test-secret")
 	}
 	cfg.Logger = c.Log.With("component", id)
+	ts := httptest.NewUnstartedServer(nil)
 	cfg.Broker = func(deliver worker.DeliverFunc) (worker.Broker, error) {
 		lc := c.opts.Link
 		lc.ID, lc.StateAddr, lc.GRPC, lc.Logger = id, c.StateAddr, c.GRPC, cfg.Logger
+		// Gateways route to it: its address, readiness and drains.
+		lc.Advertise = ts.Listener.Addr().String()
+		lc.Ready = func() bool { return w.Server != nil && w.Server.Ready() }
+		lc.OnGatewayDrain = func(id string) {
+			if w.Server != nil {
+				w.Server.DrainGateway(id)
+			}
+		}
 		if edit != nil {
 			edit(&lc)
 		}
@@ -229,7 +242,9 @@ func (c *Cluster) AddWorkerWith(edit func(*cluster.Config)) *Worker {
 		c.opts.Setup(srv)
 	}
 	w.Server = srv
-	w.HTTP = httptest.NewServer(srv)
+	ts.Config.Handler = srv
+	ts.Start()
+	w.HTTP = ts
 	w.URL = "ws" + strings.TrimPrefix(w.HTTP.URL, "http") + srv.Config().Path
 	c.mu.Lock()
 	c.Workers = append(c.Workers, w)
@@ -256,6 +271,94 @@ func (w *Worker) stop() {
 		w.Server.Close()
 		w.HTTP.Close()
 	})
+}
+
+// DrainWorker stops a worker as SIGTERM does: it leaves the gateways'
+// routing, closes its sockets at its drain pace (each receiving until its
+// close frame), and goes once they are gone or deadline has passed.
+func (c *Cluster) DrainWorker(w *Worker, deadline time.Duration) {
+	c.mu.Lock()
+	for i, x := range c.Workers {
+		if x == w {
+			c.Workers = append(c.Workers[:i:i], c.Workers[i+1:]...)
+		}
+	}
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	_ = w.Server.Shutdown(ctx)
+	w.stop()
+}
+
+// Gateway is one gateway of the cluster.
+type Gateway struct {
+	*gateway.Gateway
+	// URL is its SocketCluster endpoint (ws://127.0.0.1:port/socketcluster/).
+	URL string
+}
+
+// AddGateway starts a gateway on a loopback port; cfg's StateAddr, GRPC,
+// Listen and Logger are filled in. It is stopped (drained) with the
+// cluster, or earlier with its Shutdown.
+func (c *Cluster) AddGateway(cfg gateway.Config) *Gateway {
+	c.t.Helper()
+	c.mu.Lock()
+	c.nGateways++
+	if cfg.ID == "" {
+		cfg.ID = fmt.Sprintf("gateway-%d", c.nGateways)
+	}
+	c.mu.Unlock()
+	cfg.StateAddr, cfg.GRPC = c.StateAddr, c.GRPC
+	if cfg.Listen == "" && cfg.Listener == nil {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = c.Log.With("component", cfg.ID)
+	}
+	if cfg.DrainTimeout == 0 {
+		cfg.DrainTimeout = 2 * time.Second
+	}
+	g, err := gateway.Start(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	scheme := "ws"
+	if cfg.TLSCertFile != "" {
+		scheme = "wss"
+	}
+	gw := &Gateway{Gateway: g, URL: scheme + "://" + g.Addr().String() + "/socketcluster/"}
+	c.mu.Lock()
+	c.Gateways = append(c.Gateways, gw)
+	c.mu.Unlock()
+	return gw
+}
+
+// WaitRoutable waits until every gateway routes to n workers.
+func (c *Cluster) WaitRoutable(n int) {
+	c.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c.mu.Lock()
+		gws := append([]*Gateway(nil), c.Gateways...)
+		c.mu.Unlock()
+		ok := true
+		for _, g := range gws {
+			r := 0
+			for _, w := range g.Workers() {
+				if w.Ready && !w.Draining {
+					r++
+				}
+			}
+			ok = ok && r == n
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("gateways do not route to %d workers", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // WaitStable waits until state has a stable ring of n brokers that every
@@ -288,9 +391,12 @@ func (c *Cluster) WaitStable(n int) {
 // Stop tears everything down.
 func (c *Cluster) Stop() {
 	c.mu.Lock()
-	workers, brokers, st := c.Workers, c.Brokers, c.State
-	c.Workers, c.Brokers = nil, nil
+	workers, brokers, st, gws := c.Workers, c.Brokers, c.State, c.Gateways
+	c.Workers, c.Brokers, c.Gateways = nil, nil, nil
 	c.mu.Unlock()
+	for _, g := range gws {
+		g.Shutdown()
+	}
 	for _, w := range workers {
 		w.stop()
 	}

@@ -1,0 +1,144 @@
+package gateway
+
+// Choosing a worker: least connections, from the loads workers report to
+// state plus what this gateway routed since the last report.
+
+import (
+	"math/rand/v2"
+	"sync"
+
+	"github.com/scc-k8s/scc/proto/sccv1"
+)
+
+// backend is one worker as this gateway sees it. A backend that leaves
+// the view is dropped from the table; connections still open to it keep
+// their pointer and count against it alone, so the counts of the workers
+// that stay are never touched by those that went (the failure of proxies
+// that index counters by position).
+type backend struct {
+	id, addr string
+
+	// guarded by balancer.mu
+	reported int64 // open sockets in the worker's last report
+	since    int64 // this gateway's opens minus closes since that report
+	ready    bool
+	draining bool
+	live     int64 // this gateway's open connections to it
+}
+
+// estimate is the worker's load as far as this gateway knows: what it
+// last reported plus what was routed to it since.
+func (b *backend) estimate() int64 { return max(b.reported+b.since, 0) }
+
+// balancer holds the routable workers.
+type balancer struct {
+	mu       sync.Mutex
+	backends map[string]*backend
+	order    []*backend // the same, for a stable, cheap scan
+}
+
+func newBalancer() *balancer { return &balancer{backends: make(map[string]*backend)} }
+
+// update applies a cluster view's workers.
+func (bl *balancer) update(workers []*sccv1.Member) {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	next := make(map[string]*backend, len(workers))
+	order := make([]*backend, 0, len(workers))
+	for _, w := range workers {
+		if w.Address == "" {
+			continue
+		}
+		b := bl.backends[w.Id]
+		if b == nil || b.addr != w.Address {
+			b = &backend{id: w.Id, addr: w.Address, reported: int64(w.Load)}
+		}
+		if int64(w.Load) != b.reported {
+			// A fresh report includes what this gateway routed before it.
+			b.reported, b.since = int64(w.Load), 0
+		}
+		b.ready, b.draining = w.Ready, w.Draining
+		next[w.Id] = b
+		order = append(order, b)
+	}
+	bl.backends, bl.order = next, order
+}
+
+// pick chooses the routable worker with the least estimated load, ties
+// broken at random, skipping those in skip (already tried), and counts
+// the connection against it. It returns nil when none is routable.
+func (bl *balancer) pick(skip []*backend) *backend {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	var best *backend
+	ties := 0
+	for _, b := range bl.order {
+		if !b.ready || b.draining || contains(skip, b) {
+			continue
+		}
+		switch {
+		case best == nil || b.estimate() < best.estimate():
+			best, ties = b, 1
+		case b.estimate() == best.estimate():
+			ties++
+			if rand.IntN(ties) == 0 { // reservoir: each tie equally likely
+				best = b
+			}
+		}
+	}
+	if best != nil {
+		best.since++
+		best.live++
+	}
+	return best
+}
+
+// done uncounts a connection that pick counted.
+func (bl *balancer) done(b *backend) {
+	bl.mu.Lock()
+	b.since--
+	b.live--
+	bl.mu.Unlock()
+}
+
+// routable counts the workers new connections may go to.
+func (bl *balancer) routable() int {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	n := 0
+	for _, b := range bl.order {
+		if b.ready && !b.draining {
+			n++
+		}
+	}
+	return n
+}
+
+// Worker is a worker as the gateway sees it (Gateway.Workers).
+type Worker struct {
+	ID, Addr        string
+	Ready, Draining bool
+	// Reported is the worker's last reported load; Estimate adds what
+	// this gateway routed since; Live is this gateway's open connections.
+	Reported, Estimate, Live int64
+}
+
+func (bl *balancer) snapshot() []Worker {
+	bl.mu.Lock()
+	defer bl.mu.Unlock()
+	out := make([]Worker, 0, len(bl.order))
+	for _, b := range bl.order {
+		out = append(out, Worker{ID: b.id, Addr: b.addr, Ready: b.ready, Draining: b.draining,
+			Reported: b.reported, Estimate: b.estimate(), Live: b.live})
+	}
+	return out
+}
+
+func contains(list []*backend, b *backend) bool {
+	for _, x := range list {
+		if x == b {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,449 @@
+// Package gateway is the cluster's edge (services/ingress-gw): one port for
+// HTTP and WebSocket, plain or TLS (the certificate reloaded when its files
+// change). It joins state as a gateway and learns the workers from the
+// cluster view: their addresses, readiness, draining state and load. Each
+// WebSocket upgrade on the SocketCluster path goes to the routable worker
+// with the fewest connections; after the worker's 101 the gateway only
+// moves bytes. Other paths go to a worker as plain HTTP with
+// X-Forwarded-For and X-Forwarded-Proto; /healthz, /readyz and /metrics
+// are the gateway's own.
+//
+// Stopping drains: the gateway reports itself unready, keeps serving for
+// Config.DrainDelay (while load balancers take it out), then tells state
+// it is draining, and the workers close the sockets it brought at their
+// drain pace with a code that makes clients reconnect at once, through
+// another gateway. What is still open at Config.DrainTimeout is cut.
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/scc-k8s/scc/internal/certreload"
+	"github.com/scc-k8s/scc/pkg/grpcx"
+	"github.com/scc-k8s/scc/pkg/member"
+	"github.com/scc-k8s/scc/proto/sccv1"
+)
+
+// GatewayHeader names the gateway on every upgrade it forwards; workers
+// close the sockets of a gateway that drains (worker.GatewayHeader, the
+// same name: the gateway does not import the worker).
+const GatewayHeader = "X-Scc-Gateway"
+
+// Config configures a gateway. The zero value of a field means its
+// default, which its comment states.
+type Config struct {
+	// Listen is the address to serve on. Default ":8000".
+	Listen string
+	// Listener, when set, is used instead of listening on Listen.
+	Listener net.Listener
+	// TLSCertFile and TLSKeyFile, when set, serve TLS (https, wss),
+	// reloading the pair when the files change.
+	TLSCertFile, TLSKeyFile string
+	// Path is the SocketCluster WebSocket path routed to workers.
+	// Default "/socketcluster/".
+	Path string
+
+	// ID names the gateway in the cluster. Default: hostname and a
+	// random suffix.
+	ID string
+	// StateAddr is the state service's address. Required.
+	StateAddr string
+	// Advertise is the address the gateway reports to state.
+	Advertise string
+	// GRPC carries the cluster token and TLS towards state.
+	GRPC grpcx.Config
+
+	// MaxConnsPerIP caps one client address's open WebSocket connections
+	// and in-flight requests (429 beyond). Default 0: no limit.
+	MaxConnsPerIP int
+	// UpgradeRate caps WebSocket upgrades per second over the whole
+	// gateway (503 with Retry-After beyond), with bursts of UpgradeBurst
+	// (default: one second's worth). Default 0: no limit.
+	UpgradeRate  float64
+	UpgradeBurst int
+	// MaxHeaderBytes caps a request's header (431 beyond). Default 16 KiB.
+	MaxHeaderBytes int
+	// ReadHeaderTimeout closes a connection whose request header has not
+	// arrived in this long (slowloris). Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a keep-alive connection with no request for this
+	// long. Default 60s.
+	IdleTimeout time.Duration
+	// DialTimeout bounds connecting to a worker and its answer to the
+	// upgrade. Default 5s.
+	DialTimeout time.Duration
+	// Retries is how many other workers an upgrade tries when one cannot
+	// be dialled or is draining. Default 2.
+	Retries int
+
+	// DrainDelay is how long a stopping gateway keeps serving while it
+	// reports itself unready, before it asks workers to close its
+	// sockets. Default 0.
+	DrainDelay time.Duration
+	// DrainTimeout bounds the drain: connections still open then are cut.
+	// Default 30s.
+	DrainTimeout time.Duration
+
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// Registerer receives metrics; default a registry of the gateway's own
+	// (with Go and process collectors), served on /metrics.
+	Registerer prometheus.Registerer
+	// OnListen, when set, is called with the address being served.
+	OnListen func(net.Addr)
+}
+
+func (c *Config) setDefaults() error {
+	if c.StateAddr == "" {
+		return errors.New("gateway: a state address is required")
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("gateway: a TLS certificate and key go together")
+	}
+	if c.Listen == "" {
+		c.Listen = ":8000"
+	}
+	if c.Path == "" {
+		c.Path = "/socketcluster/"
+	}
+	if c.ID == "" {
+		c.ID = member.DefaultID("gateway")
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 16 << 10
+	}
+	if c.ReadHeaderTimeout <= 0 {
+		c.ReadHeaderTimeout = 10 * time.Second
+	}
+	if c.IdleTimeout <= 0 {
+		c.IdleTimeout = 60 * time.Second
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.Retries == 0 {
+		c.Retries = 2
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// Gateway is a running gateway.
+type Gateway struct {
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics
+	gather prometheus.Gatherer
+	bal    *balancer
+	mem    *member.Client
+	perIP  perIP
+	rate   *bucket
+	tls    bool
+	rp     *httputil.ReverseProxy
+
+	hs       *http.Server
+	ln       net.Listener
+	errc     chan error
+	stopOnce sync.Once
+	draining atomic.Bool
+
+	connsMu sync.Mutex
+	conns   map[*proxied]struct{}
+	nConns  atomic.Int64
+	pumps   sync.WaitGroup
+}
+
+// proxied is one upgraded connection.
+type proxied struct{ client, worker net.Conn }
+
+// Run serves until ctx is done, then drains.
+func Run(ctx context.Context, cfg Config) error {
+	g, err := Start(cfg)
+	if err != nil {
+		return err
+	}
+	select {
+	case err := <-g.errc:
+		g.mem.Close()
+		return fmt.Errorf("gateway: serve: %w", err)
+	case <-ctx.Done():
+	}
+	g.Shutdown()
+	return nil
+}
+
+// Start serves in the background; Shutdown drains and stops.
+func Start(cfg Config) (*Gateway, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, log: cfg.Logger.With("gateway", cfg.ID), bal: newBalancer(),
+		perIP: perIP{limit: cfg.MaxConnsPerIP}, rate: newBucket(cfg.UpgradeRate, cfg.UpgradeBurst),
+		conns: make(map[*proxied]struct{})}
+	reg := cfg.Registerer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		reg = r
+	}
+	if gt, ok := reg.(prometheus.Gatherer); ok {
+		g.gather = gt
+	}
+	g.m = newMetrics(reg)
+	g.rp = &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			b := pr.In.Context().Value(backendKey{}).(*backend)
+			pr.SetURL(&url.URL{Scheme: "http", Host: b.addr})
+			pr.SetXForwarded()
+			pr.Out.Host = pr.In.Host // the worker sees the name the client used
+		},
+		Transport: &http.Transport{
+			Proxy:                 nil,
+			DialContext:           (&net.Dialer{Timeout: cfg.DialTimeout}).DialContext,
+			MaxIdleConnsPerHost:   32,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: 30 * time.Second,
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			g.log.Debug("worker request failed", "err", err)
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		},
+	}
+
+	ln := cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return nil, fmt.Errorf("gateway: listen: %w", err)
+		}
+	}
+	if cfg.TLSCertFile != "" {
+		rl, err := certreload.New(cfg.TLSCertFile, cfg.TLSKeyFile, g.log)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		tc := rl.Config()
+		tc.NextProtos = []string{"http/1.1"}
+		ln, g.tls = tls.NewListener(ln, tc), true
+	}
+	adv := cfg.Advertise
+	if adv == "" {
+		adv = member.AdvertiseAddr(ln.Addr().String())
+	}
+	mem, err := member.Start(member.Config{
+		StateAddr: cfg.StateAddr,
+		GRPC:      cfg.GRPC,
+		Member:    &sccv1.Member{Id: cfg.ID, Role: sccv1.Role_ROLE_GATEWAY, Address: adv},
+		Load:      func() uint64 { return uint64(g.nConns.Load()) },
+		Ready:     g.ready,
+		OnView:    g.onView,
+		Logger:    g.log,
+	})
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	g.mem = mem
+
+	track := &connTrack{g: g, conns: make(map[net.Conn]*atomic.Bool)}
+	hs := &http.Server{
+		Handler:           g,
+		MaxHeaderBytes:    cfg.MaxHeaderBytes,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		ConnContext:       track.context,
+		ConnState:         track.state,
+		ErrorLog:          slog.NewLogLogger(g.log.Handler(), slog.LevelDebug),
+	}
+	g.hs, g.ln, g.errc = hs, ln, make(chan error, 1)
+	go func() { g.errc <- hs.Serve(ln) }()
+	scheme := "ws"
+	if g.tls {
+		scheme = "wss"
+	}
+	g.log.Info("gateway serving", "addr", ln.Addr().String(), "scheme", scheme, "path", cfg.Path, "state", cfg.StateAddr)
+	if cfg.OnListen != nil {
+		cfg.OnListen(ln.Addr())
+	}
+	return g, nil
+}
+
+// Addr is the address the gateway serves.
+func (g *Gateway) Addr() net.Addr { return g.ln.Addr() }
+
+// Shutdown drains the gateway (see the package comment) and stops it.
+func (g *Gateway) Shutdown() {
+	g.stopOnce.Do(func() {
+		g.drain(g.hs)
+		g.mem.Close()
+	})
+}
+
+// drain is the stopping gateway's sequence (see the package comment).
+func (g *Gateway) drain(hs *http.Server) {
+	start := time.Now()
+	g.draining.Store(true)
+	g.log.Info("gateway draining", "connections", g.nConns.Load(), "delay", g.cfg.DrainDelay.String(),
+		"deadline", g.cfg.DrainTimeout.String())
+	deadline := time.NewTimer(g.cfg.DrainTimeout)
+	defer deadline.Stop()
+	if g.cfg.DrainDelay > 0 {
+		select {
+		case <-time.After(g.cfg.DrainDelay):
+		case <-deadline.C:
+		}
+	}
+	g.mem.Drain() // workers close this gateway's sockets at their pace
+	hctx, cancel := context.WithCancel(context.Background())
+	go func() { _ = hs.Shutdown(hctx) }() // no new connections; idle ones close
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+wait:
+	for g.nConns.Load() > 0 {
+		select {
+		case <-deadline.C:
+			break wait
+		case <-t.C:
+		}
+	}
+	cancel()
+	left := g.closeAll()
+	_ = hs.Close()
+	g.pumps.Wait()
+	if left > 0 {
+		g.log.Warn("gateway drain deadline passed; connections cut", "connections", left)
+	}
+	g.log.Info("gateway drained", "took", time.Since(start).Round(time.Millisecond).String())
+}
+
+func (g *Gateway) closeAll() int {
+	g.connsMu.Lock()
+	defer g.connsMu.Unlock()
+	for p := range g.conns {
+		_ = p.client.Close()
+		_ = p.worker.Close()
+	}
+	return len(g.conns)
+}
+
+// onView takes the workers of a cluster view.
+func (g *Gateway) onView(v *sccv1.ClusterView) {
+	g.bal.update(v.Workers)
+	g.m.routableWorkers.Set(float64(g.bal.routable()))
+}
+
+// ready: not draining, and some worker to route to.
+func (g *Gateway) ready() bool {
+	return !g.draining.Load() && g.bal.routable() > 0
+}
+
+// Workers returns the workers as the gateway sees them.
+func (g *Gateway) Workers() []Worker { return g.bal.snapshot() }
+
+type backendKey struct{}
+
+// ServeHTTP routes one request.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if served, ok := r.Context().Value(servedKey{}).(*atomic.Bool); ok {
+		served.Store(true)
+	}
+	switch r.URL.Path {
+	case "/healthz":
+		_, _ = w.Write([]byte("ok\n"))
+		return
+	case "/readyz":
+		if !g.ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ok\n"))
+		return
+	case "/metrics":
+		if g.gather != nil {
+			promhttp.HandlerFor(g.gather, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+			return
+		}
+	}
+	ip := clientIP(r)
+	if !g.perIP.acquire(ip) {
+		g.m.refused.WithLabelValues("per_ip").Inc()
+		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		return
+	}
+	defer g.perIP.release(ip)
+	if isUpgrade(r) {
+		g.serveUpgrade(w, r, ip)
+		return
+	}
+	b := g.bal.pick(nil)
+	if b == nil {
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "no worker available", http.StatusServiceUnavailable)
+		return
+	}
+	defer g.bal.done(b)
+	g.m.httpRequests.Inc()
+	g.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), backendKey{}, b)))
+}
+
+func clientIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// connTrack counts connections that closed before a whole request came:
+// net/http answers garbage with 400 and oversized headers with 431, and
+// closes a slow header at ReadHeaderTimeout without a word. ConnContext
+// gives each connection a flag that ServeHTTP sets.
+type connTrack struct {
+	g     *Gateway
+	mu    sync.Mutex
+	conns map[net.Conn]*atomic.Bool
+}
+
+type servedKey struct{}
+
+func (t *connTrack) context(ctx context.Context, c net.Conn) context.Context {
+	served := new(atomic.Bool)
+	t.mu.Lock()
+	t.conns[c] = served
+	t.mu.Unlock()
+	return context.WithValue(ctx, servedKey{}, served)
+}
+
+func (t *connTrack) state(c net.Conn, st http.ConnState) {
+	if st != http.StateClosed && st != http.StateHijacked {
+		return
+	}
+	t.mu.Lock()
+	served, ok := t.conns[c]
+	delete(t.conns, c)
+	t.mu.Unlock()
+	if ok && st == http.StateClosed && !served.Load() {
+		t.g.m.withoutRequest.Inc()
+	}
+}

@@ -1,0 +1,109 @@
+package gateway
+
+// Moving an upgraded connection's bytes both ways without parsing them.
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// pumpBuf is the size of one copy; a buffer is held only while bytes are
+// on their way, never while a connection is idle.
+const pumpBuf = 32 << 10
+
+var pumpBufs = sync.Pool{New: func() any { b := make([]byte, pumpBuf); return &b }}
+
+// pump copies src to dst until src ends or either side fails, and
+// reports the bytes copied. A src that is a plain socket is read only
+// when the poller says it is readable, into a pooled buffer, so an idle
+// connection holds no buffer (and, unlike splice(2), no pipe: two file
+// descriptors per direction per idle connection would cap a gateway at a
+// fraction of its connections). Other sources (TLS) are read with a
+// small buffer of their own.
+func pump(dst, src net.Conn, count func(int)) error {
+	sc, ok := src.(syscall.Conn)
+	if !ok {
+		return copyBuffered(dst, src, count)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return copyBuffered(dst, src, count)
+	}
+	for {
+		var (
+			bp   *[]byte
+			n    int
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			bp = pumpBufs.Get().(*[]byte)
+			for {
+				n, rerr = syscall.Read(int(fd), *bp)
+				if rerr != syscall.EINTR {
+					break
+				}
+			}
+			if rerr == syscall.EAGAIN {
+				pumpBufs.Put(bp)
+				bp = nil
+				return false // wait until readable
+			}
+			return true
+		})
+		if err == nil && rerr != nil {
+			err = rerr
+		}
+		if err != nil || n <= 0 {
+			if bp != nil {
+				pumpBufs.Put(bp)
+			}
+			if err == nil { // n == 0: the peer closed its side
+				return nil
+			}
+			return err
+		}
+		_, werr := dst.Write((*bp)[:n])
+		pumpBufs.Put(bp)
+		if count != nil {
+			count(n)
+		}
+		if werr != nil {
+			return werr
+		}
+	}
+}
+
+func copyBuffered(dst, src net.Conn, count func(int)) error {
+	buf := make([]byte, 4<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return werr
+			}
+			if count != nil {
+				count(n)
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// closeWrite half-closes c when it can (the peer reads EOF and may still
+// send), and closes it otherwise.
+func closeWrite(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		if cw.CloseWrite() == nil {
+			return
+		}
+	}
+	_ = c.Close()
+}

@@ -1,0 +1,224 @@
+package gateway
+
+// Routing a WebSocket upgrade to a worker, then moving its bytes.
+
+import (
+	"bufio"
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// isUpgrade reports a WebSocket upgrade request.
+func isUpgrade(r *http.Request) bool {
+	return r.Method == http.MethodGet && strings.EqualFold(r.Header.Get("Upgrade"), "websocket") &&
+		headerHasToken(r.Header, "Connection", "upgrade")
+}
+
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// serveUpgrade sends the upgrade to the least-loaded routable worker (and
+// to others when one cannot be dialled or is draining), relays a refusal
+// as it is, and, on 101, hands the connection to two pumps.
+func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, ip string) {
+	if r.URL.Path != g.cfg.Path {
+		g.m.refused.WithLabelValues("path").Inc()
+		http.Error(w, "no WebSocket endpoint at this path", http.StatusNotFound)
+		return
+	}
+	if g.draining.Load() {
+		g.m.refused.WithLabelValues("draining").Inc()
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "gateway draining", http.StatusServiceUnavailable)
+		return
+	}
+	if !g.rate.allow(time.Now()) {
+		g.m.refused.WithLabelValues("upgrade_rate").Inc()
+		w.Header().Set("Retry-After", "1")
+		http.Error(w, "too many new connections; retry", http.StatusServiceUnavailable)
+		return
+	}
+	var tried []*backend
+	for attempt := 0; attempt <= g.cfg.Retries; attempt++ {
+		b := g.bal.pick(tried)
+		if b == nil {
+			break
+		}
+		if attempt > 0 {
+			g.m.retries.Inc()
+		}
+		wc, br, resp, err := g.dialUpgrade(r, b, ip)
+		if err != nil {
+			g.log.Debug("worker upgrade failed; trying another", "worker", b.id, "err", err)
+			g.bal.done(b)
+			tried = append(tried, b)
+			continue
+		}
+		if resp.StatusCode == http.StatusServiceUnavailable { // draining: the next one
+			wc.Close()
+			g.bal.done(b)
+			tried = append(tried, b)
+			continue
+		}
+		if resp.StatusCode != http.StatusSwitchingProtocols {
+			g.m.upgrades.WithLabelValues("worker_refused").Inc()
+			relay(w, resp)
+			wc.Close()
+			g.bal.done(b)
+			return
+		}
+		g.splice(w, wc, br, resp, b)
+		return
+	}
+	result := "no_worker"
+	if len(tried) > 0 {
+		result = "failed"
+	}
+	g.m.upgrades.WithLabelValues(result).Inc()
+	w.Header().Set("Retry-After", "1")
+	http.Error(w, "no worker available", http.StatusServiceUnavailable)
+}
+
+// dialUpgrade connects to the worker, forwards the upgrade request and
+// reads the worker's answer, all within DialTimeout.
+func (g *Gateway) dialUpgrade(r *http.Request, b *backend, ip string) (net.Conn, *bufio.Reader, *http.Response, error) {
+	d := net.Dialer{Timeout: g.cfg.DialTimeout}
+	wc, err := d.DialContext(r.Context(), "tcp", b.addr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	_ = wc.SetDeadline(time.Now().Add(g.cfg.DialTimeout))
+	var req bytes.Buffer
+	req.Grow(1024)
+	req.WriteString(r.Method + " " + r.URL.RequestURI() + " HTTP/1.1\r\nHost: " + r.Host + "\r\n")
+	h := r.Header.Clone()
+	// The gateway is the edge: what a client claims about proxies before
+	// it is not passed on.
+	for _, k := range []string{GatewayHeader, "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Forwarded"} {
+		h.Del(k)
+	}
+	h.Set(GatewayHeader, g.cfg.ID)
+	h.Set("X-Forwarded-For", ip)
+	h.Set("X-Forwarded-Host", r.Host)
+	proto := "http"
+	if g.tls {
+		proto = "https"
+	}
+	h.Set("X-Forwarded-Proto", proto)
+	_ = h.Write(&req)
+	req.WriteString("\r\n")
+	if _, err := wc.Write(req.Bytes()); err != nil {
+		wc.Close()
+		return nil, nil, nil, err
+	}
+	br := bufio.NewReaderSize(wc, 2048)
+	resp, err := http.ReadResponse(br, r)
+	if err != nil {
+		wc.Close()
+		return nil, nil, nil, err
+	}
+	_ = wc.SetDeadline(time.Time{})
+	return wc, br, resp, nil
+}
+
+// relay passes a worker's refusal (403 for an origin, 401 from its
+// handshake middleware, ...) to the client.
+func relay(w http.ResponseWriter, resp *http.Response) {
+	defer resp.Body.Close()
+	for k, vs := range resp.Header {
+		switch http.CanonicalHeaderKey(k) {
+		case "Connection", "Keep-Alive", "Transfer-Encoding", "Upgrade", "Content-Length":
+			continue
+		}
+		for _, v := range vs {
+			w.Header().Add(k, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	_, _ = io.Copy(w, io.LimitReader(resp.Body, 64<<10))
+}
+
+// splice completes the upgrade with the client and runs the pumps: one on
+// this goroutine, one on another. When either direction ends, the other
+// is half-closed; when both have, both connections close.
+func (g *Gateway) splice(w http.ResponseWriter, wc net.Conn, br *bufio.Reader, resp *http.Response, b *backend) {
+	cc, cbuf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		g.m.upgrades.WithLabelValues("failed").Inc()
+		wc.Close()
+		g.bal.done(b)
+		return
+	}
+	var head bytes.Buffer
+	head.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	_ = resp.Header.Write(&head)
+	head.WriteString("\r\n")
+	if n := br.Buffered(); n > 0 { // the worker's first frames, read with its answer
+		chunk, _ := br.Peek(n)
+		head.Write(chunk)
+	}
+	_ = cc.SetDeadline(time.Time{})
+	if _, err := cc.Write(head.Bytes()); err != nil {
+		cc.Close()
+		wc.Close()
+		g.bal.done(b)
+		g.m.upgrades.WithLabelValues("failed").Inc()
+		return
+	}
+	if n := cbuf.Reader.Buffered(); n > 0 { // the client's first frames
+		chunk, _ := cbuf.Reader.Peek(n)
+		if _, err := wc.Write(chunk); err != nil {
+			cc.Close()
+			wc.Close()
+			g.bal.done(b)
+			g.m.upgrades.WithLabelValues("failed").Inc()
+			return
+		}
+	}
+	g.m.upgrades.WithLabelValues("ok").Inc()
+	p := &proxied{client: cc, worker: wc}
+	g.connsMu.Lock()
+	g.conns[p] = struct{}{}
+	g.connsMu.Unlock()
+	g.nConns.Add(1)
+	g.m.connections.Inc()
+	g.pumps.Add(2)
+	in, out := g.m.bytes.WithLabelValues("in"), g.m.bytes.WithLabelValues("out")
+	done := make(chan struct{})
+	go func() {
+		defer g.pumps.Done()
+		_ = pump(wc, cc, func(n int) { in.Add(float64(n)) })
+		closeWrite(wc)
+		close(done)
+	}()
+	_ = pump(cc, wc, func(n int) { out.Add(float64(n)) })
+	closeWrite(cc)
+	// The worker's side has ended: the client's direction may still be
+	// finishing its close handshake; give it a moment, then close all.
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+	}
+	cc.Close()
+	wc.Close()
+	<-done
+	g.pumps.Done()
+	g.connsMu.Lock()
+	delete(g.conns, p)
+	g.connsMu.Unlock()
+	g.nConns.Add(-1)
+	g.m.connections.Dec()
+	g.bal.done(b)
+}

@@ -1,0 +1,154 @@
+// Package gateway_test drives the ingress gateway in front of a whole
+// cluster (state, brokers, workers on loopback): routing by load, the
+// edge's limits and bad input, forwarding headers, and drains.
+package gateway_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scc-k8s/scc/internal/clustertest"
+	"github.com/scc-k8s/scc/pkg/client"
+	"github.com/scc-k8s/scc/services/worker"
+	gateway "github.com/scc-k8s/scc/services/ingress-gw"
+)
+
+// dialMany opens n clients to url, concurrently, and returns them.
+func dialMany(t *testing.T, url string, n int) []*client.Client {
+	t.Helper()
+	out := make([]*client.Client, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 64)
+	for i := range out {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			c, err := client.Dial(ctx, client.Options{URL: url, NoReconnect: true})
+			if err != nil {
+				errs <- err
+				return
+			}
+			out[i] = c
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, c := range out {
+			c.Close()
+		}
+	})
+	return out
+}
+
+func counts(c *clustertest.Cluster) []int {
+	var out []int
+	for _, w := range c.Workers {
+		out = append(out, w.Server.Clients())
+	}
+	return out
+}
+
+// TestLoadSpreads: 1,000 connections over 3 workers land within 10% of
+// even; after a fourth worker joins, the next 1,000 go mostly to it.
+func TestLoadSpreads(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Brokers: 1, Workers: 3})
+	g := c.AddGateway(gateway.Config{})
+	c.WaitRoutable(3)
+
+	dialMany(t, g.URL, 1000)
+	got := counts(c)
+	t.Logf("1,000 connections over 3 workers: %v", got)
+	for i, n := range got {
+		if n < 300 || n > 367 { // 333 +- 10%
+			t.Errorf("worker %d has %d connections, not within 10%% of 333", i+1, n)
+		}
+	}
+
+	c.AddWorker()
+	c.WaitStable(1)
+	c.WaitRoutable(4)
+	before := counts(c)
+	dialMany(t, g.URL, 1000)
+	after := counts(c)
+	var added []int
+	for i := range after {
+		prev := 0
+		if i < len(before) {
+			prev = before[i]
+		}
+		added = append(added, after[i]-prev)
+	}
+	t.Logf("the next 1,000 after a fourth worker joined: %v (totals %v)", added, after)
+	newShare := added[3]
+	for i := 0; i < 3; i++ {
+		if newShare <= added[i] {
+			t.Errorf("the new worker got %d of the next 1,000, worker %d got %d", newShare, i+1, added[i])
+		}
+	}
+	if newShare < 400 {
+		t.Errorf("the new worker got %d of the next 1,000, want most of them (>= 400; 500 evens all four)", newShare)
+	}
+}
+
+// TestNoRoutingToDrainingWorker: a draining worker gets no new
+// connection from the moment it starts draining.
+func TestNoRoutingToDrainingWorker(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Brokers: 1, Workers: 2,
+		Worker: worker.Config{DrainRate: 20}})
+	g := c.AddGateway(gateway.Config{})
+	c.WaitRoutable(2)
+	w := c.Workers[0]
+	held := dialMany(t, w.URL, 40) // its drain takes 2 s at 20 closes/s
+	go c.DrainWorker(w, 5*time.Second)
+	start := time.Now()
+	for {
+		draining := false
+		for _, x := range g.Workers() {
+			draining = draining || (x.ID == w.ID && x.Draining)
+		}
+		if draining {
+			break
+		}
+		if time.Since(start) > time.Second {
+			t.Fatal("the gateway did not see the worker draining within a second")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("gateway stopped routing to the worker after %v", time.Since(start).Round(time.Millisecond))
+	dialMany(t, g.URL, 100)
+	if n := w.Server.Clients(); n > len(held) {
+		t.Fatalf("the draining worker got %d new connections", n-len(held))
+	}
+	if w.Server.Clients() == 0 {
+		t.Fatal("the drain was over before the connections were made: the test proved nothing")
+	}
+}
+
+func TestMetricsAndHealth(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Brokers: 1, Workers: 1})
+	g := c.AddGateway(gateway.Config{})
+	c.WaitRoutable(1)
+	for _, p := range []string{"/healthz", "/readyz", "/metrics"} {
+		resp, err := http.Get(fmt.Sprintf("http://%s%s", g.Addr(), p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %d", p, resp.StatusCode)
+		}
+	}
+}
