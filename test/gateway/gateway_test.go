@@ -13,8 +13,8 @@ import (
 
 	"github.com/scc-k8s/scc/internal/clustertest"
 	"github.com/scc-k8s/scc/pkg/client"
-	"github.com/scc-k8s/scc/services/worker"
 	gateway "github.com/scc-k8s/scc/services/ingress-gw"
+	"github.com/scc-k8s/scc/services/worker"
 )
 
 // dialMany opens n clients to url, concurrently, and returns them.
