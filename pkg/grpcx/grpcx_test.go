@@ -2,16 +2,7 @@ package grpcx
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -20,29 +11,15 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/scc-k8s/scc/internal/testutil"
 )
 
-// selfSigned writes a CA-less self-signed certificate for 127.0.0.1.
-func selfSigned(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "scc-test"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, IsCA: true, BasicConstraintsValid: true,
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	_ = os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
-	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600)
-	return certFile, keyFile
+// selfSigned returns a certificate for 127.0.0.1 and its key, and the CA
+// that signed it.
+func selfSigned(t *testing.T) (certFile, keyFile, caFile string) {
+	f := testutil.NewTLSFiles(t)
+	return f.CertFile, f.KeyFile, f.CAFile
 }
 
 func serve(t *testing.T, cfg Config) string {
@@ -76,13 +53,13 @@ func check(t *testing.T, addr string, cfg Config) error {
 }
 
 func TestTokenAndTLS(t *testing.T) {
-	cert, key := selfSigned(t)
-	srv := Config{Token: "s3cret", TLSCertFile: cert, TLSKeyFile: key, TLSCAFile: cert}
+	cert, key, ca := selfSigned(t)
+	srv := Config{Token: "s3cret", TLSCertFile: cert, TLSKeyFile: key, TLSCAFile: ca}
 	addr := serve(t, srv)
-	if err := check(t, addr, Config{Token: "s3cret", TLSCAFile: cert}); err != nil {
+	if err := check(t, addr, Config{Token: "s3cret", TLSCAFile: ca}); err != nil {
 		t.Fatalf("TLS with the right token: %v", err)
 	}
-	if err := check(t, addr, Config{Token: "wrong", TLSCAFile: cert}); status.Code(err) != codes.Unauthenticated {
+	if err := check(t, addr, Config{Token: "wrong", TLSCAFile: ca}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("wrong token: %v", err)
 	}
 	if err := check(t, addr, Config{Token: "s3cret"}); status.Code(err) != codes.Unavailable {
@@ -154,12 +131,12 @@ func TestHandlerPanicsRecovered(t *testing.T) {
 // certificate, even with the right token; one that presents a certificate
 // signed by the CA gets in.
 func TestMutualTLS(t *testing.T) {
-	cert, key := selfSigned(t)
-	addr := serve(t, Config{Token: "s3cret", TLSCertFile: cert, TLSKeyFile: key, TLSCAFile: cert, RequireClientCert: true})
-	if err := check(t, addr, Config{Token: "s3cret", TLSCAFile: cert}); status.Code(err) != codes.Unavailable {
+	cert, key, ca := selfSigned(t)
+	addr := serve(t, Config{Token: "s3cret", TLSCertFile: cert, TLSKeyFile: key, TLSCAFile: ca, RequireClientCert: true})
+	if err := check(t, addr, Config{Token: "s3cret", TLSCAFile: ca}); status.Code(err) != codes.Unavailable {
 		t.Fatalf("no client certificate: %v", err)
 	}
-	if err := check(t, addr, Config{Token: "s3cret", TLSCAFile: cert, TLSCertFile: cert, TLSKeyFile: key}); err != nil {
+	if err := check(t, addr, Config{Token: "s3cret", TLSCAFile: ca, TLSCertFile: cert, TLSKeyFile: key}); err != nil {
 		t.Fatalf("with a client certificate: %v", err)
 	}
 	if _, err := ServerOptions(Config{TLSCertFile: cert, TLSKeyFile: key, RequireClientCert: true}); err == nil {

@@ -19,10 +19,12 @@ import (
 func TestBatchesAnsweredEverywhere(t *testing.T) {
 	urls := map[string]func(t *testing.T) string{
 		"standalone": func(t *testing.T) string {
-			return "ws://127.0.0.1:" + strconv.Itoa(serve(t, worker.ServiceConfig{}, false)) + "/socketcluster/"
+			port, _ := serve(t, worker.ServiceConfig{}, direct)
+			return "ws://127.0.0.1:" + strconv.Itoa(port) + "/socketcluster/"
 		},
 		"scc dev": func(t *testing.T) string {
-			return "ws://127.0.0.1:" + strconv.Itoa(serve(t, worker.ServiceConfig{}, true)) + "/socketcluster/"
+			port, _ := serve(t, worker.ServiceConfig{}, viaGateway)
+			return "ws://127.0.0.1:" + strconv.Itoa(port) + "/socketcluster/"
 		},
 		"scc worker --state": func(t *testing.T) string {
 			c := clustertest.Start(t, clustertest.Options{Brokers: 2, Workers: 1, Setup: setupApp})

@@ -6,11 +6,13 @@ const assert = require('node:assert/strict');
 const scc14 = require('scc14');
 
 const port = Number(process.env.SCC_PORT);
+// SCC_SECURE=1: wss://, trusting the test's CA (NODE_EXTRA_CA_CERTS).
+const secure = process.env.SCC_SECURE === '1';
 const sockets = [];
 
 function connect(opts = {}) {
   const s = scc14.create({
-    hostname: '127.0.0.1', port, ackTimeout: 2000, multiplex: false,
+    hostname: '127.0.0.1', port, secure, ackTimeout: 2000, multiplex: false,
     autoReconnectOptions: {initialDelay: 100, randomness: 100, multiplier: 1.5, maxDelay: 1000},
     ...opts,
   });

@@ -1,15 +1,18 @@
 // socketcluster-client 19.x (protocol 2) against the scc worker.
-// The Go test starts the server (see interop_test.go) and sets SCC_PORT.
+// The Go test starts the server (see interop_test.go: directly, through the
+// gateway, over ws:// or wss://) and sets SCC_PORT and SCC_SECURE.
 import {test, after} from 'node:test';
 import assert from 'node:assert/strict';
 import scc from 'socketcluster-client';
 
 const port = Number(process.env.SCC_PORT);
+// SCC_SECURE=1: wss://, trusting the test's CA (NODE_EXTRA_CA_CERTS).
+const secure = process.env.SCC_SECURE === '1';
 const sockets = [];
 
 function connect(opts = {}) {
   const s = scc.create({
-    hostname: '127.0.0.1', port, ackTimeout: 2000,
+    hostname: '127.0.0.1', port, secure, ackTimeout: 2000,
     autoReconnectOptions: {initialDelay: 100, randomness: 100, multiplier: 1.5, maxDelay: 1000},
     ...opts,
   });

@@ -1,4 +1,5 @@
-// Package interop drives the worker with the official SocketCluster
+// Package interop drives the worker (directly, and through the gateway, over
+// ws:// and wss://) with the official SocketCluster
 // JavaScript clients (socketcluster-client 19.x against protocol 2, 14.x
 // against protocol 1) and the demo page with headless Chromium. The npm
 // packages come from this folder's package-lock.json (npm ci, done by
@@ -8,6 +9,7 @@ package interop
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -21,7 +23,9 @@ import (
 	"time"
 
 	"github.com/scc-k8s/scc/internal/dev"
+	"github.com/scc-k8s/scc/internal/testutil"
 	"github.com/scc-k8s/scc/pkg/codec"
+	gateway "github.com/scc-k8s/scc/services/ingress-gw"
 	"github.com/scc-k8s/scc/services/worker"
 )
 
@@ -74,8 +78,25 @@ func setupApp(srv *worker.Server) {
 	})
 }
 
-// serve runs a worker service on 127.0.0.1:0 and returns its port.
-func serve(t *testing.T, cfg worker.ServiceConfig, devMode bool) int {
+// deployment is how the clients reach the worker.
+type deployment struct {
+	name    string
+	gateway bool // through scc dev's gateway; otherwise the worker itself
+	tls     bool // wss:// and https://, with a certificate from a test CA
+}
+
+var (
+	direct      = deployment{name: "worker"}
+	viaGateway  = deployment{name: "gateway", gateway: true}
+	gatewayTLS  = deployment{name: "gateway wss", gateway: true, tls: true}
+	directTLS   = deployment{name: "worker wss", tls: true}
+	deployments = []deployment{direct, viaGateway, gatewayTLS, directTLS}
+)
+
+// serve runs the service on 127.0.0.1:0 as d says and returns its port and
+// what node needs to reach it (SCC_PORT, SCC_SECURE and, for TLS, the
+// test CA in NODE_EXTRA_CA_CERTS).
+func serve(t *testing.T, cfg worker.ServiceConfig, d deployment) (int, []string) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -87,11 +108,26 @@ func serve(t *testing.T, cfg worker.ServiceConfig, devMode bool) int {
 	if cfg.Server.Logger == nil {
 		cfg.Server.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	env := []string{"SCC_PORT=" + strconv.Itoa(port)}
+	hc, scheme := http.DefaultClient, "http"
+	var gw gateway.Config
+	if d.tls {
+		files := testutil.NewTLSFiles(t)
+		if d.gateway {
+			gw.TLSCertFile, gw.TLSKeyFile = files.CertFile, files.KeyFile
+		} else {
+			cfg.TLSCertFile, cfg.TLSKeyFile = files.CertFile, files.KeyFile
+		}
+		env = append(env, "SCC_SECURE=1", "NODE_EXTRA_CA_CERTS="+files.CAFile)
+		hc = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: files.Pool}}}
+		scheme = "https"
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		if devMode {
-			done <- dev.Run(ctx, dev.Config{Worker: cfg})
+		if d.gateway {
+			done <- dev.Run(ctx, dev.Config{Worker: cfg, Gateway: gw})
 		} else {
 			done <- worker.Run(ctx, cfg)
 		}
@@ -102,16 +138,17 @@ func serve(t *testing.T, cfg worker.ServiceConfig, devMode bool) int {
 			t.Errorf("service: %v", err)
 		}
 	})
-	port := ln.Addr().(*net.TCPAddr).Port
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		resp, err := http.Get("http://127.0.0.1:" + strconv.Itoa(port) + "/healthz")
+	deadline := time.Now().Add(10 * time.Second)
+	for { // ready: a gateway has a worker to route to
+		resp, err := hc.Get(scheme + "://127.0.0.1:" + strconv.Itoa(port) + "/readyz")
 		if err == nil {
 			resp.Body.Close()
-			return port
+			if resp.StatusCode == http.StatusOK {
+				return port, env
+			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("service not up: %v", err)
+			t.Fatalf("service not ready: %v", err)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -145,29 +182,41 @@ func runNode(t *testing.T, file string, env []string, timeout time.Duration) {
 	}
 }
 
+// The official clients pass the same suite against the worker itself and
+// through the gateway, over ws:// and wss://.
 func TestSocketClusterClient19(t *testing.T) {
 	needNodeModules(t)
-	port := serve(t, worker.ServiceConfig{Server: worker.Config{
-		ProtocolVersion: 2, PingInterval: 200 * time.Millisecond, PingTimeout: time.Second, AckTimeout: 2 * time.Second,
-	}}, false)
-	runNode(t, "client19.test.mjs", []string{"SCC_PORT=" + strconv.Itoa(port)}, 3*time.Minute)
+	for _, d := range deployments {
+		t.Run(d.name, func(t *testing.T) {
+			_, env := serve(t, worker.ServiceConfig{Server: worker.Config{
+				ProtocolVersion: 2, PingInterval: 200 * time.Millisecond, PingTimeout: time.Second, AckTimeout: 2 * time.Second,
+			}}, d)
+			runNode(t, "client19.test.mjs", env, 3*time.Minute)
+		})
+	}
 }
 
 func TestSocketClusterClient14(t *testing.T) {
 	needNodeModules(t)
-	port := serve(t, worker.ServiceConfig{Server: worker.Config{
-		ProtocolVersion: 1, PingInterval: 200 * time.Millisecond, PingTimeout: time.Second, AckTimeout: 2 * time.Second,
-	}}, false)
-	runNode(t, "client14.test.cjs", []string{"SCC_PORT=" + strconv.Itoa(port)}, 3*time.Minute)
+	for _, d := range deployments {
+		t.Run(d.name, func(t *testing.T) {
+			_, env := serve(t, worker.ServiceConfig{Server: worker.Config{
+				ProtocolVersion: 1, PingInterval: 200 * time.Millisecond, PingTimeout: time.Second, AckTimeout: 2 * time.Second,
+			}}, d)
+			runNode(t, "client14.test.cjs", env, 3*time.Minute)
+		})
+	}
 }
 
+// The demo page in Chromium, through `scc dev` (its gateway, then the
+// worker).
 func TestDemoPageInChromium(t *testing.T) {
 	needNodeModules(t)
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Fatal("chromium is required (Debian package chromium; scripts/test.sh installs it)")
 	}
-	port := serve(t, worker.ServiceConfig{}, true)
+	_, env := serve(t, worker.ServiceConfig{}, viaGateway)
 	abs, _ := filepath.Abs("demo.test.mjs")
-	runNode(t, abs, []string{"SCC_PORT=" + strconv.Itoa(port), "CHROMIUM=" + chromium, "SCC_SCREENSHOT=" + os.Getenv("SCC_SCREENSHOT")}, 2*time.Minute)
+	runNode(t, abs, append(env, "CHROMIUM="+chromium, "SCC_SCREENSHOT="+os.Getenv("SCC_SCREENSHOT")), 2*time.Minute)
 }
