@@ -3,6 +3,7 @@ package cluster_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -11,13 +12,15 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/scc-k8s/scc/internal/clustertest"
+	"github.com/scc-k8s/scc/internal/testutil"
 	"github.com/scc-k8s/scc/pkg/client"
 	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"))
+	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("google.golang.org/grpc/internal/grpcsync.(*CallbackSerializer).run"),
+		goleak.Cleanup(func(code int) { testutil.Cleanup(); os.Exit(code) }))
 }
 
 func dial(t testing.TB, urls ...string) *client.Client {

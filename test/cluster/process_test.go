@@ -2,93 +2,16 @@ package cluster_test
 
 import (
 	"fmt"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/scc-k8s/scc/internal/testutil"
 	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/pkg/member"
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
-
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process has exited
-}
-
-// startProc runs the scc binary; its output goes to a file printed when
-// the test fails.
-func startProc(t *testing.T, bin, name string, args ...string) *proc {
-	t.Helper()
-	logPath := filepath.Join(t.TempDir(), name+".log")
-	f, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = append(os.Environ(), "SCC_CLUSTER_TOKEN=process-test-token", "SCC_LOG_LEVEL=info")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); f.Close(); close(p.done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-p.done
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("--- %s log ---\n%s", name, b)
-		}
-	})
-	return p
-}
-
-func (p *proc) terminate(t *testing.T, timeout time.Duration) {
-	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(timeout):
-		t.Fatalf("%s did not exit within %v of SIGTERM", p.name, timeout)
-	}
-}
-
-func waitHTTP(t *testing.T, url string) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s not ready: %v", url, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 // viewer watches the cluster view as a gateway-role member would.
 type viewer struct {
@@ -121,28 +44,24 @@ func TestProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the scc binary")
 	}
-	bin := filepath.Join(t.TempDir(), "scc")
-	build := exec.Command("go", "build", "-o", bin, "github.com/scc-k8s/scc/cmd/scc")
-	build.Stderr = os.Stderr
-	if err := build.Run(); err != nil {
-		t.Fatalf("go build: %v", err)
-	}
-	statePort := freePort(t)
+	bin := testutil.SccBinary(t)
+	env := []string{"SCC_CLUSTER_TOKEN=process-test-token", "SCC_LOG_LEVEL=info"}
+	statePort := testutil.FreePort(t)
 	stateAddr := fmt.Sprint("127.0.0.1:", statePort)
-	startProc(t, bin, "state", "state", "--listen", stateAddr, "--http-listen", "", "--settle-window", "0")
-	brokers := []*proc{}
+	testutil.StartProc(t, bin, "state", env, "state", "--listen", stateAddr, "--http-listen", "", "--settle-window", "0")
+	brokers := []*testutil.Proc{}
 	addBroker := func(i int) {
-		brokers = append(brokers, startProc(t, bin, fmt.Sprint("broker-", i), "broker", "--id", fmt.Sprint("broker-", i),
-			"--listen", fmt.Sprint("127.0.0.1:", freePort(t)), "--http-listen", "", "--state", stateAddr, "--drain-timeout", "20s"))
+		brokers = append(brokers, testutil.StartProc(t, bin, fmt.Sprint("broker-", i), env, "broker", "--id", fmt.Sprint("broker-", i),
+			"--listen", fmt.Sprint("127.0.0.1:", testutil.FreePort(t)), "--http-listen", "", "--state", stateAddr, "--drain-timeout", "20s"))
 	}
 	addBroker(1)
 	addBroker(2)
 	var urls []string
 	for i := 1; i <= 2; i++ {
-		port := freePort(t)
-		startProc(t, bin, fmt.Sprint("worker-", i), "worker", "--id", fmt.Sprint("worker-", i),
+		port := testutil.FreePort(t)
+		testutil.StartProc(t, bin, fmt.Sprint("worker-", i), env, "worker", "--id", fmt.Sprint("worker-", i),
 			"--listen", fmt.Sprint("127.0.0.1:", port), "--state", stateAddr, "--auth-key", "k")
-		waitHTTP(t, fmt.Sprint("http://127.0.0.1:", port, "/readyz"))
+		testutil.WaitHTTP(t, fmt.Sprint("http://127.0.0.1:", port, "/readyz"))
 		urls = append(urls, "ws://127.0.0.1:"+strconv.Itoa(port)+"/socketcluster/")
 	}
 	w := &viewer{}
@@ -160,7 +79,7 @@ func TestProcesses(t *testing.T) {
 	addBroker(3)
 	w.wait(t, 3, 2)
 	time.Sleep(300 * time.Millisecond)
-	brokers[0].terminate(t, 20*time.Second) // drains, then exits
+	brokers[0].Terminate(t, 20*time.Second) // drains, then exits
 	w.wait(t, 2, 2)
 	time.Sleep(300 * time.Millisecond)
 	sent, acked, failed, missing, dups, reordered := l.finish()

@@ -220,3 +220,9 @@ func TestDemoPageInChromium(t *testing.T) {
 	abs, _ := filepath.Abs("demo.test.mjs")
 	runNode(t, abs, append(env, "CHROMIUM="+chromium, "SCC_SCREENSHOT="+os.Getenv("SCC_SCREENSHOT")), 2*time.Minute)
 }
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testutil.Cleanup() // the scc binary the process tests built
+	os.Exit(code)
+}

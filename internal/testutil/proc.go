@@ -1,0 +1,125 @@
+package testutil
+
+import (
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildBin  string
+	buildErr  error
+)
+
+// SccBinary builds cmd/scc once per test process (the Go build cache makes
+// it quick after the first time) and returns its path. The binary is
+// removed when the process's tests are done (see Cleanup).
+func SccBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "scc-test-bin-")
+		if buildErr != nil {
+			return
+		}
+		buildBin = filepath.Join(buildDir, "scc")
+		cmd := exec.Command("go", "build", "-o", buildBin, "github.com/scc-k8s/scc/cmd/scc")
+		cmd.Stderr = os.Stderr
+		buildErr = cmd.Run()
+	})
+	if buildErr != nil {
+		t.Fatalf("go build cmd/scc: %v", buildErr)
+	}
+	return buildBin
+}
+
+// Cleanup removes what SccBinary built; call it from TestMain after m.Run.
+func Cleanup() {
+	if buildDir != "" {
+		_ = os.RemoveAll(buildDir)
+	}
+}
+
+// FreePort returns a loopback port nothing listens on (at the moment).
+func FreePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// Proc is a process a test started.
+type Proc struct {
+	Name string
+	Cmd  *exec.Cmd
+	Done chan struct{} // closed when the process has exited
+}
+
+// StartProc runs bin with args and env added to the test's environment;
+// its output goes to a file that is printed if the test fails. The process
+// is killed when the test ends.
+func StartProc(t testing.TB, bin, name string, env []string, args ...string) *Proc {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), name+".log")
+	f, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Env = append(os.Environ(), env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &Proc{Name: name, Cmd: cmd, Done: make(chan struct{})}
+	go func() { _ = cmd.Wait(); f.Close(); close(p.Done) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-p.Done
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("--- %s log ---\n%s", name, b)
+		}
+	})
+	return p
+}
+
+// Terminate sends SIGTERM and waits up to timeout for the process to exit.
+func (p *Proc) Terminate(t testing.TB, timeout time.Duration) {
+	t.Helper()
+	_ = p.Cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.Done:
+	case <-time.After(timeout):
+		t.Fatalf("%s did not exit within %v of SIGTERM", p.Name, timeout)
+	}
+}
+
+// WaitHTTP waits (10 s at most) until url answers 200.
+func WaitHTTP(t testing.TB, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready: %v", url, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
