@@ -95,6 +95,9 @@ func (c *Client) Joined() bool {
 // at once.
 const redialAfter = time.Second
 
+// readyEvery is how often the member's readiness is looked at.
+const readyEvery = 50 * time.Millisecond
+
 // reportEvery spaces the Info lines that say why state cannot be reached.
 const reportEvery = 5 * time.Second
 
@@ -178,6 +181,11 @@ func (c *Client) session() error {
 	go func() {
 		t := time.NewTicker(c.cfg.HeartbeatInterval)
 		defer t.Stop()
+		// Readiness is looked at more often than heartbeats go: a change
+		// goes out at once (gateways route by it).
+		rt := time.NewTicker(readyEvery)
+		defer rt.Stop()
+		ready := m.Ready
 		for {
 			var msg *sccv1.JoinRequest
 			select {
@@ -185,9 +193,18 @@ func (c *Client) session() error {
 				sendErr <- ctx.Err()
 				return
 			case msg = <-out:
+			case <-rt.C:
+				if c.cfg.Ready == nil || c.cfg.Ready() == ready {
+					continue
+				}
+				hb := &sccv1.Heartbeat{}
+				hb.Load, hb.Ready = c.load()
+				ready = hb.Ready
+				msg = &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
 			case <-t.C:
 				hb := &sccv1.Heartbeat{}
 				hb.Load, hb.Ready = c.load()
+				ready = hb.Ready
 				msg = &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
 			}
 			if err := stream.Send(msg); err != nil {
