@@ -60,6 +60,10 @@ type Config struct {
 	// process in ServerPIDs (a cluster's state, brokers and workers).
 	ServerPID  int
 	ServerPIDs []int
+	// ProxyPIDs are the processes of a proxy in front of the server (our
+	// gateway, nginx, HAProxy): their CPU seconds are reported on their
+	// own too (Result.ProxyCPUSeconds), and counted in the server's.
+	ProxyPIDs []int
 	// Compress offers permessage-deflate on every connection (gorilla's
 	// client: no context takeover, as our server agrees to). Default false.
 	Compress bool
@@ -88,6 +92,7 @@ type Result struct {
 	LatencyP99Ms      float64 `json:"latency_p99_ms,omitempty"`
 	LatencyMaxMs      float64 `json:"latency_max_ms,omitempty"`
 	ServerCPUSeconds  float64 `json:"server_cpu_seconds,omitempty"`
+	ProxyCPUSeconds   float64 `json:"proxy_cpu_seconds,omitempty"`
 	DeliveredPerCPUs  float64 `json:"delivered_per_cpu_second,omitempty"`
 	ServerRSSBytes    int64   `json:"server_rss_bytes,omitempty"`
 	RSSPerConnection  float64 `json:"rss_per_connection_bytes,omitempty"`
@@ -278,6 +283,7 @@ func (r *runner) measure(ctx context.Context, conns int) error {
 		return ctx.Err()
 	}
 	cpu0 := cpuSeconds(r.cfg.ServerPIDs)
+	pcpu0 := cpuSeconds(r.cfg.ProxyPIDs)
 	r.delivered.Store(0)
 	r.published.Store(0)
 	r.errs.Store(0)
@@ -290,6 +296,7 @@ func (r *runner) measure(ctx context.Context, conns int) error {
 	r.measuring.Store(false)
 	elapsed := time.Since(r.start).Seconds()
 	cpu1 := cpuSeconds(r.cfg.ServerPIDs)
+	pcpu1 := cpuSeconds(r.cfg.ProxyPIDs)
 	res := r.res
 	res.Seconds = elapsed
 	res.Connections = conns
@@ -300,6 +307,9 @@ func (r *runner) measure(ctx context.Context, conns int) error {
 	res.Errors = r.errs.Load()
 	res.Disconnects = r.discs.Load()
 	res.UnexpectedPayload = r.bad.Load()
+	if pcpu0 >= 0 && pcpu1 >= 0 {
+		res.ProxyCPUSeconds = pcpu1 - pcpu0
+	}
 	if cpu0 >= 0 && cpu1 >= 0 {
 		res.ServerCPUSeconds = cpu1 - cpu0
 		if res.ServerCPUSeconds > 0 {
@@ -527,6 +537,7 @@ func (r *runner) connect(ctx context.Context, n int) error {
 // operation is one completed handshake.
 func (r *runner) storm(ctx context.Context, n int) error {
 	cpu0 := cpuSeconds(r.cfg.ServerPIDs)
+	pcpu0 := cpuSeconds(r.cfg.ProxyPIDs)
 	start := time.Now()
 	if err := r.connect(ctx, n); err != nil {
 		return err
@@ -538,6 +549,9 @@ func (r *runner) storm(ctx context.Context, n int) error {
 	r.res.OperationsPerSec = float64(n) / elapsed
 	if cpu0 >= 0 {
 		r.res.ServerCPUSeconds = cpuSeconds(r.cfg.ServerPIDs) - cpu0
+	}
+	if pcpu0 >= 0 {
+		r.res.ProxyCPUSeconds = cpuSeconds(r.cfg.ProxyPIDs) - pcpu0
 	}
 	r.res.Disconnects = r.discs.Load()
 	return nil

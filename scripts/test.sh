@@ -25,4 +25,6 @@ if [ $# -eq 0 ]; then
   go test -count=1 -timeout 5m -v \
     -run 'TestNoLossWhileBrokersChange|TestBrokerCrash|TestStateRestart|TestDrainWithLaggingWorker|TestMembersJoinWhenStateComesLate|TestLastBrokerReplaced' ./test/cluster/ \
     | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|checked:|crash:|restart:|stable after|lagging worker:|joined and stable|acknowledged again'
+  go test -count=1 -timeout 5m -v -run 'TestWorkerDrainLosesNothing' ./test/gateway/ \
+    | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|drain:'
 fi

@@ -1,7 +1,8 @@
 // Command report turns the JSON results of bench/compare.sh into
 // docs/benchmarks.md (medians with min-max, ratios to each peer, the
 // targets and whether they are met, the machine, the command) and a PNG
-// chart of the main ratios.
+// chart of the main ratios; with -proxies, bench/proxies.sh's results into
+// that file's "Through a proxy" section.
 package main
 
 import (
@@ -76,7 +77,13 @@ func main() {
 	out := flag.String("out", "docs/benchmarks.md", "markdown to write")
 	pngOut := flag.String("png", "docs/benchmarks.png", "chart to write")
 	command := flag.String("command", "bash bench/compare.sh", "the command that produced the results")
+	proxies := flag.Bool("proxies", false, "write only the proxy section (bench/proxies.sh's results) into -out")
+	equalRate := flag.Int("equal-rate", 200, "with -proxies: the publish rate of the equal-load runs")
 	flag.Parse()
+	if *proxies {
+		writeProxies(*in, *out, *command, *equalRate)
+		return
+	}
 	names := strings.Fields(*servers)
 	// The cluster run and the worker on gorilla/websocket are judged against
 	// the single process, not listed as peers.
@@ -123,6 +130,9 @@ func main() {
 	}
 	var b strings.Builder
 	writeReport(&b, names, stats, runs, *command, readFloor(*in))
+	if kept := keptSection(*out); kept != "" { // bench/proxies.sh's, kept as it is
+		b.WriteString("\n" + kept)
+	}
 	if err := os.WriteFile(*out, []byte(b.String()), 0o644); err != nil {
 		log.Fatal(err)
 	}

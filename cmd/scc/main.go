@@ -343,6 +343,20 @@ func runDev(ctx context.Context, args []string) error {
 	return dev.Run(ctx, dev.Config{Worker: cfg, Standalone: *standalone})
 }
 
+func parsePIDs(list string) ([]int, error) {
+	var out []int
+	for _, p := range strings.Split(list, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			n, err := strconv.Atoi(p)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, n)
+		}
+	}
+	return out, nil
+}
+
 func runBench(ctx context.Context, args []string) error {
 	f := newFlags("scc bench")
 	url := f.String("url", "ws://127.0.0.1:8000/socketcluster/", "endpoint to load")
@@ -359,20 +373,20 @@ func runBench(ctx context.Context, args []string) error {
 	compress := f.Bool("compress", false, "offer permessage-deflate (the server compresses when it accepts)")
 	batch := f.Bool("batch", false, "send frames queued together as one JSON array per message (official clients send one frame per message)")
 	pids := f.String("server-pid", "", "server processes to read CPU and memory of (/proc), comma-separated")
+	proxyPids := f.String("proxy-pid", "", "processes of a proxy in front of the server (also counted as server), whose CPU is reported on its own, comma-separated")
 	jsonOut := f.String("json", "", "also write the results as JSON to this file")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
-	var pidList []int
-	for _, p := range strings.Split(*pids, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			n, err := strconv.Atoi(p)
-			if err != nil {
-				return fmt.Errorf("--server-pid: %w", err)
-			}
-			pidList = append(pidList, n)
-		}
+	pidList, err := parsePIDs(*pids)
+	if err != nil {
+		return fmt.Errorf("--server-pid: %w", err)
 	}
+	proxyList, err := parsePIDs(*proxyPids)
+	if err != nil {
+		return fmt.Errorf("--proxy-pid: %w", err)
+	}
+	pidList = append(pidList, proxyList...)
 	list := strings.Split(*scenarios, ",")
 	if *scenarios == "all" {
 		list = bench.Scenarios
@@ -394,7 +408,7 @@ func runBench(ctx context.Context, args []string) error {
 		}
 		res, err := bench.Run(ctx, bench.Config{URL: *url, URLs: urls, Target: *target, ProtocolVersion: *proto, Scenario: strings.TrimSpace(sc),
 			Duration: *duration, Warmup: *warmup, Connections: *conns, InFlight: *inFlight, Rate: *rate,
-			PayloadSize: *payload, ServerPIDs: pidList, Compress: *compress, Batch: *batch})
+			PayloadSize: *payload, ServerPIDs: pidList, ProxyPIDs: proxyList, Compress: *compress, Batch: *batch})
 		if err != nil {
 			return err
 		}

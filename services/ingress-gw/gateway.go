@@ -160,6 +160,7 @@ type Gateway struct {
 	rate   *bucket
 	tls    bool
 	rp     *httputil.ReverseProxy
+	relays *relays // nil: every tunnel is pumped by goroutines
 
 	hs       *http.Server
 	ln       net.Listener
@@ -210,6 +211,12 @@ func Start(cfg Config) (*Gateway, error) {
 		g.gather = gt
 	}
 	g.m = newMetrics(reg)
+	in, out := g.m.bytes.WithLabelValues("in"), g.m.bytes.WithLabelValues("out")
+	rl, err := newRelays(func(n int64) { in.Add(float64(n)) }, func(n int64) { out.Add(float64(n)) })
+	if err != nil {
+		return nil, fmt.Errorf("gateway: relay: %w", err)
+	}
+	g.relays = rl
 	g.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			b := pr.In.Context().Value(backendKey{}).(*backend)
@@ -232,18 +239,19 @@ func Start(cfg Config) (*Gateway, error) {
 
 	ln := cfg.Listener
 	if ln == nil {
-		var err error
 		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+			g.relays.close()
 			return nil, fmt.Errorf("gateway: listen: %w", err)
 		}
 	}
 	if cfg.TLSCertFile != "" {
-		rl, err := certreload.New(cfg.TLSCertFile, cfg.TLSKeyFile, g.log)
+		cr, err := certreload.New(cfg.TLSCertFile, cfg.TLSKeyFile, g.log)
 		if err != nil {
 			ln.Close()
+			g.relays.close()
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
-		tc := rl.Config()
+		tc := cr.Config()
 		tc.NextProtos = []string{"http/1.1"}
 		ln, g.tls = tls.NewListener(ln, tc), true
 	}
@@ -262,6 +270,7 @@ func Start(cfg Config) (*Gateway, error) {
 	})
 	if err != nil {
 		ln.Close()
+		g.relays.close()
 		return nil, err
 	}
 	g.mem = mem
@@ -331,6 +340,10 @@ wait:
 	left := g.closeAll()
 	_ = hs.Close()
 	g.pumps.Wait()
+	for g.nConns.Load() > 0 { // the relays close what closeAll shut down
+		time.Sleep(5 * time.Millisecond)
+	}
+	g.relays.close()
 	if left > 0 {
 		g.log.Warn("gateway drain deadline passed; connections cut", "connections", left)
 	}
@@ -338,13 +351,14 @@ wait:
 }
 
 func (g *Gateway) closeAll() int {
+	n := g.relays.shutdownAll()
 	g.connsMu.Lock()
 	defer g.connsMu.Unlock()
 	for p := range g.conns {
 		_ = p.client.Close()
 		_ = p.worker.Close()
 	}
-	return len(g.conns)
+	return n + len(g.conns)
 }
 
 // onView takes the workers of a cluster view.
@@ -391,11 +405,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
 		return
 	}
-	defer g.perIP.release(ip)
 	if isUpgrade(r) {
-		g.serveUpgrade(w, r, ip)
+		// A tunnel keeps the address's slot until it closes.
+		if !g.serveUpgrade(w, r, ip) {
+			g.perIP.release(ip)
+		}
 		return
 	}
+	defer g.perIP.release(ip)
 	b := g.bal.pick(nil)
 	if b == nil {
 		w.Header().Set("Retry-After", "1")

@@ -8,7 +8,12 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 )
+
+// halfCloseGrace is how long a tunnel may stay half-closed (one side has
+// ended, the other has not) before both are closed.
+const halfCloseGrace = 2 * time.Second
 
 // pumpBuf is the size of one copy; a buffer is held only while bytes are
 // on their way, never while a connection is idle.
@@ -32,13 +37,21 @@ func pump(dst, src net.Conn, count func(int)) error {
 	if err != nil {
 		return copyBuffered(dst, src, count)
 	}
+	drained := false // the last read left the socket empty, most likely
 	for {
 		var (
 			bp   *[]byte
 			n    int
 			rerr error
 		)
+		wait := drained
 		err := rc.Read(func(fd uintptr) bool {
+			if wait {
+				// Skip the read that would only say EAGAIN: park until
+				// the poller reports new bytes (it reports every arrival).
+				wait = false
+				return false
+			}
 			bp = pumpBufs.Get().(*[]byte)
 			for {
 				n, rerr = syscall.Read(int(fd), *bp)
@@ -65,6 +78,7 @@ func pump(dst, src net.Conn, count func(int)) error {
 			}
 			return err
 		}
+		drained = n < len(*bp)
 		_, werr := dst.Write((*bp)[:n])
 		pumpBufs.Put(bp)
 		if count != nil {

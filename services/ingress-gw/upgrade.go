@@ -31,24 +31,25 @@ func headerHasToken(h http.Header, name, token string) bool {
 
 // serveUpgrade sends the upgrade to the least-loaded routable worker (and
 // to others when one cannot be dialled or is draining), relays a refusal
-// as it is, and, on 101, hands the connection to two pumps.
-func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, ip string) {
+// as it is, and, on 101, hands the connection on to be relayed. It
+// reports whether it did: the tunnel then releases ip's slot.
+func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, ip string) bool {
 	if r.URL.Path != g.cfg.Path {
 		g.m.refused.WithLabelValues("path").Inc()
 		http.Error(w, "no WebSocket endpoint at this path", http.StatusNotFound)
-		return
+		return false
 	}
 	if g.draining.Load() {
 		g.m.refused.WithLabelValues("draining").Inc()
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "gateway draining", http.StatusServiceUnavailable)
-		return
+		return false
 	}
 	if !g.rate.allow(time.Now()) {
 		g.m.refused.WithLabelValues("upgrade_rate").Inc()
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "too many new connections; retry", http.StatusServiceUnavailable)
-		return
+		return false
 	}
 	var tried []*backend
 	for attempt := 0; attempt <= g.cfg.Retries; attempt++ {
@@ -74,13 +75,12 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, ip string
 		}
 		if resp.StatusCode != http.StatusSwitchingProtocols {
 			g.m.upgrades.WithLabelValues("worker_refused").Inc()
-			relay(w, resp)
+			relayRefusal(w, resp)
 			wc.Close()
 			g.bal.done(b)
-			return
+			return false
 		}
-		g.splice(w, wc, br, resp, b)
-		return
+		return g.splice(w, wc, br, resp, b, ip)
 	}
 	result := "no_worker"
 	if len(tried) > 0 {
@@ -89,6 +89,7 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, ip string
 	g.m.upgrades.WithLabelValues(result).Inc()
 	w.Header().Set("Retry-After", "1")
 	http.Error(w, "no worker available", http.StatusServiceUnavailable)
+	return false
 }
 
 // dialUpgrade connects to the worker, forwards the upgrade request and
@@ -133,9 +134,9 @@ func (g *Gateway) dialUpgrade(r *http.Request, b *backend, ip string) (net.Conn,
 	return wc, br, resp, nil
 }
 
-// relay passes a worker's refusal (403 for an origin, 401 from its
+// relayRefusal passes a worker's refusal (403 for an origin, 401 from its
 // handshake middleware, ...) to the client.
-func relay(w http.ResponseWriter, resp *http.Response) {
+func relayRefusal(w http.ResponseWriter, resp *http.Response) {
 	defer resp.Body.Close()
 	for k, vs := range resp.Header {
 		switch http.CanonicalHeaderKey(k) {
@@ -150,16 +151,23 @@ func relay(w http.ResponseWriter, resp *http.Response) {
 	_, _ = io.Copy(w, io.LimitReader(resp.Body, 64<<10))
 }
 
-// splice completes the upgrade with the client and runs the pumps: one on
-// this goroutine, one on another. When either direction ends, the other
-// is half-closed; when both have, both connections close.
-func (g *Gateway) splice(w http.ResponseWriter, wc net.Conn, br *bufio.Reader, resp *http.Response, b *backend) {
+// splice completes the upgrade with the client and hands the pair to a
+// relay loop (plain TCP) or to two pumps (TLS). It reports whether the
+// tunnel was set up (then it releases ip's slot when it closes).
+func (g *Gateway) splice(w http.ResponseWriter, wc net.Conn, br *bufio.Reader, resp *http.Response, b *backend, ip string) bool {
 	cc, cbuf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		g.m.upgrades.WithLabelValues("failed").Inc()
 		wc.Close()
 		g.bal.done(b)
-		return
+		return false
+	}
+	fail := func() bool {
+		cc.Close()
+		wc.Close()
+		g.bal.done(b)
+		g.m.upgrades.WithLabelValues("failed").Inc()
+		return false
 	}
 	var head bytes.Buffer
 	head.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
@@ -171,54 +179,62 @@ func (g *Gateway) splice(w http.ResponseWriter, wc net.Conn, br *bufio.Reader, r
 	}
 	_ = cc.SetDeadline(time.Time{})
 	if _, err := cc.Write(head.Bytes()); err != nil {
-		cc.Close()
-		wc.Close()
-		g.bal.done(b)
-		g.m.upgrades.WithLabelValues("failed").Inc()
-		return
+		return fail()
 	}
 	if n := cbuf.Reader.Buffered(); n > 0 { // the client's first frames
 		chunk, _ := cbuf.Reader.Peek(n)
 		if _, err := wc.Write(chunk); err != nil {
-			cc.Close()
-			wc.Close()
-			g.bal.done(b)
-			g.m.upgrades.WithLabelValues("failed").Inc()
-			return
+			return fail()
 		}
 	}
 	g.m.upgrades.WithLabelValues("ok").Inc()
+	g.nConns.Add(1)
+	g.m.connections.Inc()
+	done := func() {
+		g.nConns.Add(-1)
+		g.m.connections.Dec()
+		g.bal.done(b)
+		g.perIP.release(ip)
+	}
+	if g.relays != nil {
+		if err := g.relays.add(cc, wc, done); err == nil {
+			return true
+		}
+	}
 	p := &proxied{client: cc, worker: wc}
 	g.connsMu.Lock()
 	g.conns[p] = struct{}{}
 	g.connsMu.Unlock()
-	g.nConns.Add(1)
-	g.m.connections.Inc()
-	g.pumps.Add(2)
+	g.pumps.Add(1)
+	go func() {
+		defer g.pumps.Done()
+		g.pumpPair(p)
+		g.connsMu.Lock()
+		delete(g.conns, p)
+		g.connsMu.Unlock()
+		done()
+	}()
+	return true
+}
+
+// pumpPair moves a tunnel's bytes with one goroutine per direction. When
+// either direction ends, the other is half-closed; when both have (or
+// halfCloseGrace after the first), both connections close.
+func (g *Gateway) pumpPair(p *proxied) {
 	in, out := g.m.bytes.WithLabelValues("in"), g.m.bytes.WithLabelValues("out")
 	done := make(chan struct{})
 	go func() {
-		defer g.pumps.Done()
-		_ = pump(wc, cc, func(n int) { in.Add(float64(n)) })
-		closeWrite(wc)
+		_ = pump(p.worker, p.client, func(n int) { in.Add(float64(n)) })
+		closeWrite(p.worker)
 		close(done)
 	}()
-	_ = pump(cc, wc, func(n int) { out.Add(float64(n)) })
-	closeWrite(cc)
-	// The worker's side has ended: the client's direction may still be
-	// finishing its close handshake; give it a moment, then close all.
+	_ = pump(p.client, p.worker, func(n int) { out.Add(float64(n)) })
+	closeWrite(p.client)
 	select {
 	case <-done:
-	case <-time.After(2 * time.Second):
+	case <-time.After(halfCloseGrace):
 	}
-	cc.Close()
-	wc.Close()
+	p.client.Close()
+	p.worker.Close()
 	<-done
-	g.pumps.Done()
-	g.connsMu.Lock()
-	delete(g.conns, p)
-	g.connsMu.Unlock()
-	g.nConns.Add(-1)
-	g.m.connections.Dec()
-	g.bal.done(b)
 }

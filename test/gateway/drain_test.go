@@ -47,8 +47,8 @@ const inFlight = 100 * time.Millisecond
 // receiving within 5 s. (The official client's run is TestDrainUnderLoad
 // in test/interop.)
 func TestWorkerDrainLosesNothing(t *testing.T) {
-	if testing.Short() {
-		t.Skip("3,000 clients")
+	if testing.Short() || raceEnabled {
+		t.Skip("3,000 clients: run without -race (scripts/test.sh runs it so)")
 	}
 	const nSubs, nChannels, rate = 3000, 100, 600
 	c := clustertest.Start(t, clustertest.Options{Brokers: 2, Workers: 3, Worker: worker.Config{DrainRate: 1000}})

@@ -141,6 +141,9 @@ func TestBadInputAtTheGateway(t *testing.T) {
 		stillServing(t, g.URL)
 	})
 	t.Run("connections past the per-IP limit", func(t *testing.T) {
+		// The earlier subtests' clients have closed; their slots free
+		// once the gateway sees their tunnels end.
+		waitFor(t, "earlier tunnels closed", func() bool { return metric(t, g, "scc_gateway_connections") == 0 })
 		var held []*websocket.Conn
 		defer func() {
 			for _, c := range held {
@@ -171,6 +174,7 @@ func TestBadInputAtTheGateway(t *testing.T) {
 			return err == nil
 		})
 	})
+	waitFor(t, "the held tunnels closed", func() bool { return metric(t, g, "scc_gateway_connections") == 0 })
 	stillServing(t, g.URL)
 }
 
