@@ -78,7 +78,7 @@ func main() {
 	pngOut := flag.String("png", "docs/benchmarks.png", "chart to write")
 	command := flag.String("command", "bash bench/compare.sh", "the command that produced the results")
 	proxies := flag.Bool("proxies", false, "write only the proxy section (bench/proxies.sh's results) into -out")
-	equalRate := flag.Int("equal-rate", 200, "with -proxies: the publish rate of the equal-load runs")
+	equalRate := flag.Int("equal-rate", 10, "with -proxies: the publish rate of the equal-load runs")
 	flag.Parse()
 	if *proxies {
 		writeProxies(*in, *out, *command, *equalRate)
