@@ -112,6 +112,7 @@ for i in $(seq 1 100); do
 done
 [ -n "$ready" ] || { echo "the gateway did not become ready (is a port of 18050-18062 taken?)"; exit 1; }
 NGINX_WORKERS=$(pgrep -P "$NGINX" | paste -sd, -)
+PIDS+=(${NGINX_WORKERS//,/ }) # killed outright, nginx's master leaves them behind
 echo "pids: state $STATE broker $BROKER worker $WPID gateway $GW nginx $NGINX (workers $NGINX_WORKERS) haproxy $HAPROXY"
 
 for run in $(seq 1 "$RUNS"); do
