@@ -18,13 +18,17 @@ go vet ./...
 go vet -tags gorillaws ./services/worker # the build benchmarks compare against
 bash scripts/proto.sh --check
 go test -race -count=1 -timeout 15m "$@" ./...
-# The cluster's correctness under full load (20,000 msgs/s): the race
-# detector slows the suite too much for that rate, so these run once more
-# without it.
+# The cluster's correctness under full load (20,000 msgs/s) and the drains
+# of 3,000 clients: the race detector slows the suite too much for that,
+# so these run once more without it, one package at a time.
 if [ $# -eq 0 ]; then
   go test -count=1 -timeout 5m -v \
     -run 'TestNoLossWhileBrokersChange|TestBrokerCrash|TestStateRestart|TestDrainWithLaggingWorker|TestMembersJoinWhenStateComesLate|TestLastBrokerReplaced' ./test/cluster/ \
     | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|checked:|crash:|restart:|stable after|lagging worker:|joined and stable|acknowledged again'
+  # Worker drains under load: 3,000 Go clients in-process, and 3,000
+  # official clients against the cluster as processes.
   go test -count=1 -timeout 5m -v -run 'TestWorkerDrainLosesNothing' ./test/gateway/ \
+    | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|drain:'
+  go test -count=1 -timeout 5m -v -run 'TestDrainUnderLoad' ./test/interop/ \
     | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|drain:'
 fi
