@@ -23,6 +23,7 @@ import (
 
 	"github.com/scc-k8s/scc/bench"
 	"github.com/scc-k8s/scc/internal/dev"
+	"github.com/scc-k8s/scc/internal/kube"
 	"github.com/scc-k8s/scc/pkg/auth"
 	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/pkg/member"
@@ -45,6 +46,9 @@ commands:
            cluster, without it runs alone on an in-process broker
   gateway  run the ingress gateway: HTTP and WebSocket (plain or TLS) on one
            port, each connection routed to the least-loaded ready worker
+  bootstrap-secrets
+           in a pod: create the cluster's Secret (JWT key, cluster token)
+           with random values unless it exists (the manifests' install Job)
   bench    load-test a SocketCluster server (ours or any other)
 
 Run 'scc <command> -h' for its flags.
@@ -73,6 +77,8 @@ func main() {
 		err = runBroker(ctx, os.Args[2:])
 	case "gateway":
 		err = runGateway(ctx, os.Args[2:])
+	case "bootstrap-secrets":
+		err = runBootstrapSecrets(ctx, os.Args[2:])
 	case "bench":
 		err = runBench(ctx, os.Args[2:])
 	case "-h", "--help", "help":
@@ -327,6 +333,42 @@ func runGateway(ctx context.Context, args []string) error {
 		GRPC: gc, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, MaxConnsPerIP: *perIP, UpgradeRate: *upRate,
 		UpgradeBurst: *upBurst, MaxHeaderBytes: *maxHeader, ReadHeaderTimeout: *headerTimeout, IdleTimeout: *idle,
 		DialTimeout: *dial, DrainDelay: *drainDelay, DrainTimeout: *drainTimeout, Logger: log})
+}
+
+func runBootstrapSecrets(ctx context.Context, args []string) error {
+	f := newFlags("scc bootstrap-secrets")
+	name := f.String("secret", "scc-secrets", "the Secret to create when absent")
+	keys := f.String("keys", "auth-key,cluster-token", "its keys, each given 32 random bytes (hex)")
+	if err := f.Parse(args); err != nil {
+		return err
+	}
+	c, ns, err := kube.InCluster()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	var created bool
+	for { // the API may not answer yet (a fresh node): a minute of tries
+		if created, err = c.EnsureSecret(ctx, ns, *name, strings.Split(*keys, ",")); err == nil || ctx.Err() != nil {
+			break
+		}
+		var se *kube.StatusError
+		if errors.As(err, &se) && se.Code < 500 {
+			return err // refused: more tries will not help
+		}
+		fmt.Fprintln(os.Stderr, "scc bootstrap-secrets: retrying:", err)
+		time.Sleep(2 * time.Second)
+	}
+	if err != nil {
+		return err
+	}
+	if created {
+		fmt.Printf("created secret %s/%s (%s)\n", ns, *name, *keys)
+	} else {
+		fmt.Printf("secret %s/%s exists: left as it is\n", ns, *name)
+	}
+	return nil
 }
 
 func runDev(ctx context.Context, args []string) error {
