@@ -13,8 +13,9 @@ const RATE = Number(process.env.SCC_RATE || 300); // publishes per second
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.error(new Date().toISOString(), ...a);
 
+const host = process.env.SCC_HOST || '127.0.0.1';
 function client(p = port) {
-  return scc.create({hostname: '127.0.0.1', port: p, ackTimeout: 10000,
+  return scc.create({hostname: host, port: p, ackTimeout: 10000,
     autoReconnectOptions: {initialDelay: 1000, randomness: 1000, multiplier: 1.5, maxDelay: 5000}});
 }
 
