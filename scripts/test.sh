@@ -24,7 +24,7 @@ go test -race -count=1 -timeout 15m "$@" ./...
 if [ $# -eq 0 ]; then
   go test -count=1 -timeout 5m -v \
     -run 'TestNoLossWhileBrokersChange|TestBrokerCrash|TestStateRestart|TestDrainWithLaggingWorker|TestMembersJoinWhenStateComesLate|TestLastBrokerReplaced' ./test/cluster/ \
-    | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|checked:|crash:|restart:|stable after|lagging worker:|joined and stable|acknowledged again'
+    | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|checked:|crash:|restart:|stable after|lagging worker:|joined and stable|acknowledged again|never reached|[0-9]+ (duplicates|lost)'
   # Worker drains under load: 3,000 Go clients in-process, and 3,000
   # official clients against the cluster as processes.
   go test -count=1 -timeout 5m -v -run 'TestWorkerDrainLosesNothing' ./test/gateway/ \
