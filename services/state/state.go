@@ -152,6 +152,19 @@ func (s *Server) Epoch() (uint64, sccv1.Phase) {
 	return s.epoch, s.phase
 }
 
+// Waiting returns, sorted, the workers that still have to acknowledge the
+// current migration phase (none when the ring is stable).
+func (s *Server) Waiting() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]string, 0, len(s.acks))
+	for id := range s.acks {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
+}
+
 // View returns the current cluster view.
 func (s *Server) View() *sccv1.ClusterView {
 	s.mu.Lock()

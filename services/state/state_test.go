@@ -4,6 +4,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -96,29 +97,39 @@ func TestMigrationWaitsForEveryWorker(t *testing.T) {
 	if v := w1.get(); len(v.PrevBrokers) != 1 || len(v.Brokers) != 2 {
 		t.Fatalf("view %v", v)
 	}
-	w1.c.Ack(2, sccv1.Phase_PHASE_SUBSCRIBE_BOTH)
-	time.Sleep(100 * time.Millisecond)
+	if !w1.c.Ack(2, sccv1.Phase_PHASE_SUBSCRIBE_BOTH) {
+		t.Fatal("w1's ack did not go out")
+	}
+	// State has taken w1's ack (it waits for w2 alone), and that is not
+	// enough to move on.
+	eventually(t, func() bool { return slices.Equal(n.Server().Waiting(), []string{"w2"}) }, "w1's ack taken")
 	if _, p := n.Server().Epoch(); p != sccv1.Phase_PHASE_SUBSCRIBE_BOTH {
 		t.Fatalf("advanced to %v with one of two acks", p)
 	}
-	w2.c.Ack(2, sccv1.Phase_PHASE_SUBSCRIBE_BOTH)
+	if !w2.c.Ack(2, sccv1.Phase_PHASE_SUBSCRIBE_BOTH) {
+		t.Fatal("w2's ack did not go out")
+	}
 	eventually(t, func() bool { _, p := n.Server().Epoch(); return p == sccv1.Phase_PHASE_PUBLISH_NEW }, "publish-new")
 	// A third broker joining now queues behind the migration.
-	join(t, addr, "b3", sccv1.Role_ROLE_BROKER, nil)
-	time.Sleep(100 * time.Millisecond)
+	b3 := join(t, addr, "b3", sccv1.Role_ROLE_BROKER, nil)
+	eventually(t, func() bool { return b3.get() != nil }, "b3 registered")
+	time.Sleep(300 * time.Millisecond) // past the debounce (100 ms): a change would have started by now
 	if e, _ := n.Server().Epoch(); e != 2 {
 		t.Fatalf("a migration started during another: epoch %d", e)
 	}
 	for _, ph := range []sccv1.Phase{sccv1.Phase_PHASE_PUBLISH_NEW, sccv1.Phase_PHASE_RELEASE_OLD} {
-		w1.c.Ack(2, ph)
-		w2.c.Ack(2, ph)
+		if !w1.c.Ack(2, ph) || !w2.c.Ack(2, ph) {
+			t.Fatalf("an ack of %v did not go out", ph)
+		}
 		eventually(t, func() bool { _, p := n.Server().Epoch(); return p != ph }, "next phase")
 	}
 	// Epoch 2 is done; the queued change becomes epoch 3.
 	eventually(t, func() bool { e, p := n.Server().Epoch(); return e == 3 && p == sccv1.Phase_PHASE_SUBSCRIBE_BOTH }, "queued migration")
 	// A worker that leaves stops holding the migration up.
 	w2.c.Close()
-	w1.c.Ack(3, sccv1.Phase_PHASE_SUBSCRIBE_BOTH)
+	if !w1.c.Ack(3, sccv1.Phase_PHASE_SUBSCRIBE_BOTH) {
+		t.Fatal("w1's ack did not go out")
+	}
 	eventually(t, func() bool { _, p := n.Server().Epoch(); return p == sccv1.Phase_PHASE_PUBLISH_NEW }, "w2 gone")
 }
 
@@ -147,8 +158,12 @@ func TestRestartKeepsEpochs(t *testing.T) {
 	n2 := startState(t, addr, state.Config{SettleWindow: 300 * time.Millisecond, Debounce: 10 * time.Millisecond})
 	eventually(t, func() bool { v := w.get(); return v != nil && v.Settling }, "settling view")
 	eventually(t, func() bool { e, p := n2.Server().Epoch(); return e == 41 && p == sccv1.Phase_PHASE_PUBLISH_NEW }, "migration resumed")
-	w.c.Ack(41, sccv1.Phase_PHASE_PUBLISH_NEW)
+	if !w.c.Ack(41, sccv1.Phase_PHASE_PUBLISH_NEW) {
+		t.Fatal("the ack did not go out")
+	}
 	eventually(t, func() bool { _, p := n2.Server().Epoch(); return p == sccv1.Phase_PHASE_RELEASE_OLD }, "release-old")
-	w.c.Ack(41, sccv1.Phase_PHASE_RELEASE_OLD)
+	if !w.c.Ack(41, sccv1.Phase_PHASE_RELEASE_OLD) {
+		t.Fatal("the ack did not go out")
+	}
 	eventually(t, func() bool { e, p := n2.Server().Epoch(); return e == 41 && p == sccv1.Phase_PHASE_STABLE }, "stable at 41")
 }
