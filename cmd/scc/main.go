@@ -119,7 +119,8 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 	handshakePayload := f.Int("handshake-max-payload", 64<<10, "max inbound message size in bytes before the SocketCluster handshake")
 	deflate := f.Bool("per-message-deflate", false, "accept permessage-deflate compression when clients offer it")
 	maxPending := f.Int("max-pending-bytes", 8<<20, "outbound bytes queued per socket before it is closed as a slow consumer")
-	inboundRate := f.Float("inbound-rate", 0, "max inbound messages per second per socket (0: no limit)")
+	inboundRate := f.Float("inbound-rate", 0, "inbound messages per second per socket; more wait in TCP buffers (0: no limit)")
+	maxInboundRate := f.Float("max-inbound-rate", 0, "close a socket (4429) that sends more messages per second than this, bursts of a second's worth (0: no limit)")
 	drainRate := f.Float("drain-rate", 1000, "sockets closed per second when draining (SIGTERM, or a gateway leaving); clients reconnect at once elsewhere (negative: all at once)")
 	drainTimeout := f.Duration("drain-timeout", 30*time.Second, "longest a SIGTERM drain takes; sockets still open then are cut")
 	tlsCert := f.String("tls-cert", "", "PEM certificate to serve wss:// and https:// (reloaded when the file changes)")
@@ -177,6 +178,7 @@ func workerFlags(f *flags, defListen string) func() (worker.ServiceConfig, error
 				PerMessageDeflate:     *deflate,
 				MaxPendingBytes:       *maxPending,
 				InboundRate:           *inboundRate,
+				MaxInboundRate:        *maxInboundRate,
 				DrainRate:             *drainRate,
 				TrustedProxies:        proxies,
 				Auth:                  ac,

@@ -69,6 +69,12 @@ type Config struct {
 	// InboundRate throttles reading from one socket to this many messages
 	// per second (the rest wait in TCP buffers). Default 0: no limit.
 	InboundRate float64
+	// MaxInboundRate closes a socket (CloseTooManyMessages) that sends
+	// more messages than this many per second, with bursts of one second's
+	// worth: a flood costs the server one second of the limit, then the
+	// connection. Default 0: no limit. (InboundRate, below it, slows a
+	// client down instead.)
+	MaxInboundRate float64
 	// DrainRate paces Shutdown and gateway drains: sockets closed per
 	// second with CloseDraining, so the workers that take the clients
 	// back see a ramp. Default 1000; negative closes all at once.
@@ -159,6 +165,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DrainRate == 0 {
 		c.DrainRate = 1000
+	}
+	if c.MaxInboundRate < 0 {
+		return fmt.Errorf("%w: negative max inbound rate", ErrConfig)
 	}
 	if c.InboundRate < 0 {
 		return fmt.Errorf("%w: negative inbound rate", ErrConfig)

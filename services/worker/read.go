@@ -50,6 +50,11 @@ func (s *Socket) readLoop() {
 			// socket sends can reach another as an invalid text frame.
 			msg = bytes.ToValidUTF8(msg, []byte("\uFFFD"))
 		}
+		if s.srv.cfg.MaxInboundRate > 0 && s.flooding() {
+			s.srv.metrics.badMessages.WithLabelValues("too_many").Inc()
+			s.closeWith(CloseTooManyMessages, "too many messages")
+			continue
+		}
 		s.handleMessage(msg)
 		if s.srv.cfg.InboundRate > 0 {
 			s.throttle()
@@ -83,6 +88,25 @@ func (s *Socket) throttle() {
 		case <-s.ctx.Done():
 		}
 	}
+}
+
+// flooding takes a message from the MaxInboundRate bucket and reports
+// whether there was none to take.
+func (s *Socket) flooding() bool {
+	rate := s.srv.cfg.MaxInboundRate
+	burst := max(rate, 1)
+	now := time.Now()
+	if s.floodAt.IsZero() {
+		s.floodTokens = burst
+	} else {
+		s.floodTokens = min(burst, s.floodTokens+now.Sub(s.floodAt).Seconds()*rate)
+	}
+	s.floodAt = now
+	if s.floodTokens < 1 {
+		return true
+	}
+	s.floodTokens--
+	return false
 }
 
 func (s *Socket) isPong(msg []byte) bool {

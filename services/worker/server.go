@@ -72,6 +72,9 @@ const (
 	// CloseSlowConsumer closes a socket whose outbound queue passed
 	// Config.MaxPendingBytes. Clients reconnect with backoff.
 	CloseSlowConsumer = 4100
+	// CloseTooManyMessages closes a socket that sent more messages than
+	// Config.MaxInboundRate allows. Clients reconnect with backoff.
+	CloseTooManyMessages = 4429
 )
 
 // ProcedureFunc serves an RPC. It runs on the socket's reader goroutine, in

@@ -65,6 +65,9 @@ type Socket struct {
 	frames  []codec.Frame
 	tokens  float64
 	tokenAt time.Time
+	// MaxInboundRate's bucket
+	floodTokens float64
+	floodAt     time.Time
 }
 
 type callResult struct {
