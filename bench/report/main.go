@@ -103,15 +103,7 @@ func main() {
 			}
 		}
 		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				log.Fatal(err)
-			}
-			var rs []*bench.Result
-			if err := json.Unmarshal(b, &rs); err != nil {
-				log.Fatalf("%s: %v", f, err)
-			}
-			for _, r := range rs {
+			for _, r := range readResults(f) {
 				for _, m := range metrics {
 					if m.scenario == r.Scenario {
 						values[s][key(m)] = append(values[s][key(m)], m.get(r))
@@ -139,6 +131,19 @@ func main() {
 	if err := writeChart(*pngOut, names, stats); err != nil {
 		log.Fatal(err)
 	}
+}
+
+// readResults reads one file of `scc bench --json`.
+func readResults(f string) []*bench.Result {
+	b, err := os.ReadFile(f)
+	if err != nil {
+		log.Fatal(err)
+	}
+	var rs []*bench.Result
+	if err := json.Unmarshal(b, &rs); err != nil {
+		log.Fatalf("%s: %v", f, err)
+	}
+	return rs
 }
 
 func key(m metric) string { return m.scenario + "/" + m.name }

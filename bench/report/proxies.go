@@ -6,7 +6,6 @@ package main
 // section as it is.
 
 import (
-	"encoding/json"
 	"fmt"
 	"log"
 	"os"
@@ -14,8 +13,6 @@ import (
 	"runtime"
 	"slices"
 	"strings"
-
-	"github.com/scc-k8s/scc/bench"
 )
 
 const (
@@ -41,16 +38,8 @@ func writeProxies(in, out, command string, equalRate int) {
 		var delivered, maxServerPerM, maxProxyPerM, serverPerM, proxyPerM, p50, p99 []float64
 		files, _ := filepath.Glob(filepath.Join(in, p.name+"-[0-9]*-*.json"))
 		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				log.Fatal(err)
-			}
-			var rs []*bench.Result
-			if err := json.Unmarshal(b, &rs); err != nil {
-				log.Fatalf("%s: %v", f, err)
-			}
 			equal := strings.HasSuffix(f, "-equal.json") // the same fixed load on every path
-			for _, r := range rs {
+			for _, r := range readResults(f) {
 				if r.Delivered <= 0 {
 					continue
 				}

@@ -208,6 +208,26 @@ func clusterFlags(f *flags) func() (grpcx.Config, error) {
 	}
 }
 
+// memberFlags registers what the broker and the gateway share as members
+// of a cluster (--state, the cluster token and gRPC TLS, --log-level) and
+// returns the step that parses args and checks them.
+func memberFlags(f *flags) func(args []string) (string, grpcx.Config, *slog.Logger, error) {
+	stateAddr := f.String("state", "", "state service address (host:port)")
+	grpcCfg := clusterFlags(f)
+	level := f.String("log-level", "info", "debug, info, warn or error")
+	return func(args []string) (string, grpcx.Config, *slog.Logger, error) {
+		log, err := parseLogged(f, args, level)
+		if err != nil {
+			return "", grpcx.Config{}, nil, err
+		}
+		if *stateAddr == "" {
+			return "", grpcx.Config{}, nil, errors.New("--state is required")
+		}
+		gc, err := grpcCfg()
+		return *stateAddr, gc, log, err
+	}
+}
+
 // parseLogged parses the flags, then builds the logger --log-level names.
 func parseLogged(f *flags, args []string, level *string) (*slog.Logger, error) {
 	if err := f.Parse(args); err != nil {
@@ -279,31 +299,22 @@ func runBroker(ctx context.Context, args []string) error {
 	f := newFlags("scc broker")
 	listen := f.String("listen", ":9100", "gRPC address")
 	httpListen := f.String("http-listen", ":9101", "address for /healthz, /readyz and /metrics (empty: off)")
-	stateAddr := f.String("state", "", "state service address (host:port)")
+	parse := memberFlags(f)
 	id := f.String("id", "", "broker id in the ring (default: hostname and a random suffix)")
 	adv := f.String("advertise", "", "address workers dial (default: POD_IP or loopback with the listen port)")
 	drain := f.Duration("drain-timeout", 30*time.Second, "longest a SIGTERM drain may take")
-	grpcCfg := clusterFlags(f)
-	level := f.String("log-level", "info", "debug, info, warn or error")
-	log, err := parseLogged(f, args, level)
-	if err != nil {
-		return err
-	}
-	if *stateAddr == "" {
-		return errors.New("--state is required")
-	}
-	gc, err := grpcCfg()
+	stateAddr, gc, log, err := parse(args)
 	if err != nil {
 		return err
 	}
 	return broker.Run(ctx, broker.ServiceConfig{ID: *id, Listen: *listen, Advertise: *adv, HTTPListen: *httpListen,
-		StateAddr: *stateAddr, GRPC: gc, DrainTimeout: *drain, Broker: broker.Config{Logger: log}})
+		StateAddr: stateAddr, GRPC: gc, DrainTimeout: *drain, Broker: broker.Config{Logger: log}})
 }
 
 func runGateway(ctx context.Context, args []string) error {
 	f := newFlags("scc gateway")
 	listen := f.String("listen", ":8000", "address to serve HTTP and WebSocket on")
-	stateAddr := f.String("state", "", "state service address (host:port)")
+	parse := memberFlags(f)
 	id := f.String("id", "", "gateway id in the cluster (default: hostname and a random suffix)")
 	adv := f.String("advertise", "", "address reported to state (default: POD_IP with the listen port)")
 	path := f.String("path", "/socketcluster/", "SocketCluster WebSocket path routed to workers")
@@ -318,20 +329,11 @@ func runGateway(ctx context.Context, args []string) error {
 	dial := f.Duration("dial-timeout", 5*time.Second, "bound on connecting to a worker and its answer to an upgrade")
 	drainDelay := f.Duration("drain-delay", 2*time.Second, "on SIGTERM, keep serving this long while reporting unready (load balancers take the gateway out), then drain")
 	drainTimeout := f.Duration("drain-timeout", 30*time.Second, "longest a drain takes; connections still open then are cut")
-	grpcCfg := clusterFlags(f)
-	level := f.String("log-level", "info", "debug, info, warn or error")
-	log, err := parseLogged(f, args, level)
+	stateAddr, gc, log, err := parse(args)
 	if err != nil {
 		return err
 	}
-	if *stateAddr == "" {
-		return errors.New("--state is required")
-	}
-	gc, err := grpcCfg()
-	if err != nil {
-		return err
-	}
-	return gateway.Run(ctx, gateway.Config{Listen: *listen, StateAddr: *stateAddr, ID: *id, Advertise: *adv, Path: *path,
+	return gateway.Run(ctx, gateway.Config{Listen: *listen, StateAddr: stateAddr, ID: *id, Advertise: *adv, Path: *path,
 		GRPC: gc, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, MaxConnsPerIP: *perIP, UpgradeRate: *upRate,
 		UpgradeBurst: *upBurst, MaxHeaderBytes: *maxHeader, ReadHeaderTimeout: *headerTimeout, IdleTimeout: *idle,
 		DialTimeout: *dial, DrainDelay: *drainDelay, DrainTimeout: *drainTimeout, Logger: log})

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sync"
 	"time"
@@ -94,6 +95,18 @@ func (r *Reloader) reloadLocked() {
 	}
 	r.cert, r.stamp = &cert, stamp
 	r.log.Info("TLS certificate reloaded", "cert", r.certFile)
+}
+
+// Listen wraps ln in TLS with the pair's certificate, reloaded as the
+// files change, offering HTTP/1.1 only (WebSocket upgrades are HTTP/1.1).
+func Listen(ln net.Listener, certFile, keyFile string, log *slog.Logger) (net.Listener, error) {
+	r, err := New(certFile, keyFile, log)
+	if err != nil {
+		return nil, err
+	}
+	tc := r.Config()
+	tc.NextProtos = []string{"http/1.1"}
+	return tls.NewListener(ln, tc), nil
 }
 
 // Config returns a server tls.Config that serves the current certificate

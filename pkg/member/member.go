@@ -197,15 +197,9 @@ func (c *Client) session() error {
 				if c.cfg.Ready == nil || c.cfg.Ready() == ready {
 					continue
 				}
-				hb := &sccv1.Heartbeat{}
-				hb.Load, hb.Ready = c.load()
-				ready = hb.Ready
-				msg = &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
+				msg = c.heartbeat(&ready)
 			case <-t.C:
-				hb := &sccv1.Heartbeat{}
-				hb.Load, hb.Ready = c.load()
-				ready = hb.Ready
-				msg = &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
+				msg = c.heartbeat(&ready)
 			}
 			if err := stream.Send(msg); err != nil {
 				sendErr <- err
@@ -224,6 +218,15 @@ func (c *Client) session() error {
 			c.cfg.OnView(v)
 		}
 	}
+}
+
+// heartbeat reports the member's load and readiness, noting the latter in
+// *ready.
+func (c *Client) heartbeat(ready *bool) *sccv1.JoinRequest {
+	hb := &sccv1.Heartbeat{}
+	hb.Load, hb.Ready = c.load()
+	*ready = hb.Ready
+	return &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
 }
 
 // load is what heartbeats report.

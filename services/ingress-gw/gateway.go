@@ -17,7 +17,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -245,15 +244,13 @@ func Start(cfg Config) (*Gateway, error) {
 		}
 	}
 	if cfg.TLSCertFile != "" {
-		cr, err := certreload.New(cfg.TLSCertFile, cfg.TLSKeyFile, g.log)
+		tln, err := certreload.Listen(ln, cfg.TLSCertFile, cfg.TLSKeyFile, g.log)
 		if err != nil {
 			ln.Close()
 			g.relays.close()
 			return nil, fmt.Errorf("gateway: %w", err)
 		}
-		tc := cr.Config()
-		tc.NextProtos = []string{"http/1.1"}
-		ln, g.tls = tls.NewListener(ln, tc), true
+		ln, g.tls = tln, true
 	}
 	adv := cfg.Advertise
 	if adv == "" {

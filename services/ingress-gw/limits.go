@@ -6,6 +6,8 @@ package gateway
 import (
 	"sync"
 	"time"
+
+	"github.com/scc-k8s/scc/internal/ratelimit"
 )
 
 // perIP counts each client address's open proxied connections and
@@ -43,19 +45,19 @@ func (p *perIP) release(ip string) {
 	p.mu.Unlock()
 }
 
-// bucket is a token bucket: rate tokens per second, up to burst.
+// bucket is the gateway-wide upgrade rate: rate tokens per second, up to
+// burst. A zero rate allows everything.
 type bucket struct {
-	rate, burst float64 // rate 0: no limit
+	rate, burst float64
 	mu          sync.Mutex
-	tokens      float64
-	last        time.Time
+	b           ratelimit.Bucket
 }
 
 func newBucket(rate float64, burst int) *bucket {
 	if burst <= 0 {
 		burst = max(int(rate), 1)
 	}
-	return &bucket{rate: rate, burst: float64(burst), tokens: float64(burst)}
+	return &bucket{rate: rate, burst: float64(burst)}
 }
 
 func (b *bucket) allow(now time.Time) bool {
@@ -64,13 +66,5 @@ func (b *bucket) allow(now time.Time) bool {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if !b.last.IsZero() {
-		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
-	}
-	b.last = now
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.b.Allow(now, b.rate, b.burst)
 }

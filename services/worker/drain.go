@@ -153,27 +153,7 @@ func (s *Server) closePaced(ctx context.Context, socks []*Socket) {
 // writer takes the close: the socket hears every message published to
 // its channels before its close frame is written.
 func (s *Socket) drainClose(code int, reason string) {
-	if s.state.Load() == stateClosed {
-		return
-	}
-	var disc []byte
-	if s.v1 {
-		disc = disconnectEvent(code, reason)
-	}
-	q := &s.out
-	q.mu.Lock()
-	if q.closed || q.closing {
-		q.mu.Unlock()
-		return
-	}
-	if disc != nil {
-		q.items = append(q.items, disc)
-	}
-	q.closing, q.closeCode, q.closeText = true, code, reason
-	start := !q.writing
-	q.writing = true
-	q.mu.Unlock()
-	if start {
-		s.srv.writers.start(s)
+	if s.state.Load() != stateClosed {
+		s.queueClose(code, reason, false)
 	}
 }

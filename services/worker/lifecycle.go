@@ -28,20 +28,28 @@ func (s *Socket) closeWith(code int, reason string) {
 	if !s.markClosed(code, reason) {
 		return
 	}
+	s.queueClose(code, reason, true)
+}
+
+// queueClose queues the close frame (a v1 socket's #disconnect first)
+// behind the frames already queued. seal stops the queue at once; without
+// it (a drain's close) the queue takes deliveries until the writer takes
+// the close, and a close already queued is left as it is.
+func (s *Socket) queueClose(code int, reason string, seal bool) {
 	var disc []byte
 	if s.v1 {
 		disc = disconnectEvent(code, reason)
 	}
 	q := &s.out
 	q.mu.Lock()
-	if q.closed {
+	if q.closed || (!seal && q.closing) {
 		q.mu.Unlock()
 		return
 	}
 	if disc != nil {
 		q.items = append(q.items, disc)
 	}
-	q.closed = true
+	q.closed = seal
 	q.closing, q.closeCode, q.closeText = true, code, reason
 	start := !q.writing
 	q.writing = true

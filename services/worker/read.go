@@ -72,17 +72,7 @@ var closeReasons = map[int]string{
 // sleeps and the client's further messages wait in TCP buffers.
 func (s *Socket) throttle() {
 	rate := s.srv.cfg.InboundRate
-	burst := max(rate, 1)
-	now := time.Now()
-	if s.tokenAt.IsZero() {
-		s.tokens = burst
-	} else {
-		s.tokens = min(burst, s.tokens+now.Sub(s.tokenAt).Seconds()*rate)
-	}
-	s.tokenAt = now
-	s.tokens--
-	if s.tokens < 0 {
-		wait := time.Duration(-s.tokens / rate * float64(time.Second))
+	if wait := s.throttleTokens.Take(time.Now(), rate, max(rate, 1)); wait > 0 {
 		select {
 		case <-time.After(wait):
 		case <-s.ctx.Done():
@@ -94,19 +84,7 @@ func (s *Socket) throttle() {
 // whether there was none to take.
 func (s *Socket) flooding() bool {
 	rate := s.srv.cfg.MaxInboundRate
-	burst := max(rate, 1)
-	now := time.Now()
-	if s.floodAt.IsZero() {
-		s.floodTokens = burst
-	} else {
-		s.floodTokens = min(burst, s.floodTokens+now.Sub(s.floodAt).Seconds()*rate)
-	}
-	s.floodAt = now
-	if s.floodTokens < 1 {
-		return true
-	}
-	s.floodTokens--
-	return false
+	return !s.floodTokens.Allow(time.Now(), rate, max(rate, 1))
 }
 
 func (s *Socket) isPong(msg []byte) bool {

@@ -2,7 +2,6 @@ package worker
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -68,15 +67,13 @@ func Run(ctx context.Context, cfg ServiceConfig) error {
 	}
 	scheme := "ws"
 	if cfg.TLSCertFile != "" || cfg.TLSKeyFile != "" {
-		rl, err := certreload.New(cfg.TLSCertFile, cfg.TLSKeyFile, srv.log)
+		tln, err := certreload.Listen(ln, cfg.TLSCertFile, cfg.TLSKeyFile, srv.log)
 		if err != nil {
 			ln.Close()
 			srv.Close()
 			return fmt.Errorf("worker: %w", err)
 		}
-		tc := rl.Config()
-		tc.NextProtos = []string{"http/1.1"} // WebSocket upgrades are HTTP/1.1
-		ln, scheme = tls.NewListener(ln, tc), "wss"
+		ln, scheme = tln, "wss"
 	}
 	mux := http.NewServeMux()
 	mux.Handle(srv.Config().Path, srv)

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/scc-k8s/scc/internal/ratelimit"
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
@@ -62,12 +63,9 @@ type Socket struct {
 	out outQueue
 
 	// reader-only state
-	frames  []codec.Frame
-	tokens  float64
-	tokenAt time.Time
-	// MaxInboundRate's bucket
-	floodTokens float64
-	floodAt     time.Time
+	frames         []codec.Frame
+	throttleTokens ratelimit.Bucket // InboundRate
+	floodTokens    ratelimit.Bucket // MaxInboundRate
 }
 
 type callResult struct {
