@@ -32,8 +32,8 @@ import (
 // arrives, to 100 ms. Here 3,000 official clients share one event loop,
 // which falls behind during the reconnect storm (their reconnects take
 // about a second, see the log): a frame it reads late carries a late
-// timestamp, so the script widens the bound to the longest the loop ran
-// late during the drain (measured with perf_hooks, printed).
+// timestamp, so the script widens the bound to twice the longest the loop
+// ran late during the drain (measured with perf_hooks, printed).
 const inFlight = 100 * time.Millisecond
 
 // TestDrainUnderLoad: the cluster as separate scc processes (state, 2
