@@ -16,6 +16,7 @@ if [ -n "$unformatted" ]; then
 fi
 go vet ./...
 go vet -tags gorillaws ./services/worker # the build benchmarks compare against
+go vet -tags e2e ./e2e                     # the end-to-end suite (e2e/test.sh runs it)
 bash scripts/proto.sh --check
 go test -race -count=1 -timeout 15m "$@" ./...
 # The cluster's correctness under full load (20,000 msgs/s) and the drains

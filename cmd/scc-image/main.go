@@ -1,5 +1,6 @@
 // Command scc-image writes the scc container image as a tar file without a
-// container engine: the static scc binary, run as a non-root user. Load it
+// container engine: the static scc binary (or, with -binary and -path, any
+// static binary), run as a non-root user. Load it
 // with `docker load -i scc-image.tar` or
 // `ctr -n k8s.io images import scc-image.tar`.
 //
@@ -23,15 +24,16 @@ func main() {
 	name := flag.String("name", "scc", "image name (may carry a registry: ghcr.io/org/scc)")
 	tag := flag.String("tag", "dev", "image tag")
 	arch := flag.String("arch", runtime.GOARCH, "CPU architecture to build for")
-	binary := flag.String("binary", "", "a static linux scc binary to use instead of building one")
+	binary := flag.String("binary", "", "a static linux binary to use instead of building scc")
+	path := flag.String("path", "/scc", "where the binary goes in the image; it is the entrypoint")
 	flag.Parse()
-	if err := run(*out, *name, *tag, *arch, *binary); err != nil {
+	if err := run(*out, *name, *tag, *arch, *binary, *path); err != nil {
 		fmt.Fprintln(os.Stderr, "scc-image:", err)
 		os.Exit(1)
 	}
 }
 
-func run(out, name, tag, arch, binary string) error {
+func run(out, name, tag, arch, binary, path string) error {
 	if binary == "" {
 		dir, err := os.MkdirTemp("", "scc-image-")
 		if err != nil {
@@ -60,10 +62,10 @@ func run(out, name, tag, arch, binary string) error {
 	}
 	res, err := ociimage.Write(f, ociimage.Options{
 		Name: name, Tag: tag, Architecture: arch,
-		Files:      []ociimage.File{{Path: "/scc", Mode: 0o755, Data: bin}},
-		Entrypoint: []string{"/scc"},
+		Files:      []ociimage.File{{Path: path, Mode: 0o755, Data: bin}},
+		Entrypoint: []string{path},
 		Labels: map[string]string{
-			"org.opencontainers.image.title":  "scc",
+			"org.opencontainers.image.title":  filepath.Base(path),
 			"org.opencontainers.image.source": "https://github.com/scc-k8s/scc",
 		},
 	})
