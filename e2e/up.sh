@@ -76,38 +76,8 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
-# 2. Kubernetes from source. `go install` refuses k8s.io/kubernetes (it has
-# replace directives), so a wrapper module requires it and pins each
-# staging module (v0.0.0 in Kubernetes' go.mod) to the matching v0.x.y.
-cmds="kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl"
-need=$(for c in $cmds; do [ -x "$BIN/$c" ] || echo "$c"; done | xargs)
-if [ -n "$need" ]; then
-  stamp "building Kubernetes $K8S_VERSION from source: $need (cold: 5-15 minutes on 2 cores; cached in $BIN)"
-  W="$CACHE/build-$K8S_VERSION"; mkdir -p "$W"
-  gomod=$(cd / && go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-  staging=v0.${K8S_VERSION#v1.}
-  {
-    printf 'module scc-e2e/k8sbuild\n\ngo 1.24\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n' "$K8S_VERSION"
-    grep -E '^\s+k8s.io/[a-z0-9-]+ v0.0.0$' "$gomod" | awk -v v="$staging" '{print "\t" $1 " => " $1 " " v}'
-    printf ')\n'
-  } > "$W/go.mod"
-  { printf '//go:build tools\n\npackage tools\n\nimport (\n'
-    for c in $cmds; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
-    printf ')\n'; } > "$W/tools.go"
-  (cd "$W" && go mod tidy)
-  # Wrong version stamps make every component panic at start.
-  minor=$(echo "$K8S_VERSION" | cut -d. -f2)
-  ld="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-  done
-  # One at a time: on 2 cores faster than one combined build.
-  for c in $need; do
-    (cd "$W" && CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$BIN/$c.tmp" "k8s.io/kubernetes/cmd/$c")
-    mv "$BIN/$c.tmp" "$BIN/$c"
-    stamp "built $c"
-  done
-fi
+# 2. Kubernetes from source (e2e/lib.sh).
+build_k8s kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl
 if [ ! -x "$BIN/coredns" ]; then
   stamp "building CoreDNS $COREDNS_VERSION from source (about 2 minutes cold)"
   GOBIN="$BIN" CGO_ENABLED=0 go install -trimpath -ldflags "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"

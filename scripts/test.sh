@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what it needs (scripts/deps.sh), checks
-# formatting, vet and the generated gRPC code, then runs every Go test with
-# the race detector,
-# including the interop tests that drive the worker with the official
+# The whole test suite: installs what it needs (scripts/deps.sh,
+# scripts/envtest.sh), checks formatting, vet and the generated code (gRPC,
+# the operator's CRD, RBAC and deep copies), then runs every Go test with
+# the race detector, including the operator's tests on a real API server
+# (envtest), the interop tests that drive the worker with the official
 # SocketCluster JavaScript clients and the demo page in headless Chromium,
 # and the seed corpora of the fuzz targets.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh
+# The operator's tests run on envtest: a real etcd and kube-apiserver.
+KUBEBUILDER_ASSETS=$(bash scripts/envtest.sh)
+export KUBEBUILDER_ASSETS
 
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './test/interop/node_modules/*'))
 if [ -n "$unformatted" ]; then
@@ -18,6 +22,7 @@ go vet ./...
 go vet -tags gorillaws ./services/worker # the build benchmarks compare against
 go vet -tags e2e ./e2e                     # the end-to-end suite (e2e/test.sh runs it)
 bash scripts/proto.sh --check
+bash scripts/operator-gen.sh --check
 go test -race -count=1 -timeout 15m "$@" ./...
 # The cluster's correctness under full load (20,000 msgs/s) and the drains
 # of 3,000 clients: the race detector slows the suite too much for that,

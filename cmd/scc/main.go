@@ -24,6 +24,7 @@ import (
 	"github.com/scc-k8s/scc/bench"
 	"github.com/scc-k8s/scc/internal/dev"
 	"github.com/scc-k8s/scc/internal/kube"
+	"github.com/scc-k8s/scc/operator"
 	"github.com/scc-k8s/scc/pkg/auth"
 	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/pkg/member"
@@ -46,6 +47,8 @@ commands:
            cluster, without it runs alone on an in-process broker
   gateway  run the ingress gateway: HTTP and WebSocket (plain or TLS) on one
            port, each connection routed to the least-loaded ready worker
+  operator run the SocketCluster operator: reconciles SocketCluster
+           resources (socketcluster.io/v1alpha1) into clusters
   bootstrap-secrets
            in a pod: create the cluster's Secret (JWT key, cluster token)
            with random values unless it exists (the manifests' install Job)
@@ -77,6 +80,8 @@ func main() {
 		err = runBroker(ctx, os.Args[2:])
 	case "gateway":
 		err = runGateway(ctx, os.Args[2:])
+	case "operator":
+		err = runOperator(ctx, os.Args[2:])
 	case "bootstrap-secrets":
 		err = runBootstrapSecrets(ctx, os.Args[2:])
 	case "bench":
@@ -337,6 +342,22 @@ func runGateway(ctx context.Context, args []string) error {
 		GRPC: gc, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, MaxConnsPerIP: *perIP, UpgradeRate: *upRate,
 		UpgradeBurst: *upBurst, MaxHeaderBytes: *maxHeader, ReadHeaderTimeout: *headerTimeout, IdleTimeout: *idle,
 		DialTimeout: *dial, DrainDelay: *drainDelay, DrainTimeout: *drainTimeout, Logger: log})
+}
+
+func runOperator(ctx context.Context, args []string) error {
+	f := newFlags("scc operator")
+	metrics := f.String("metrics-listen", ":8080", "address of /metrics (0: none)")
+	health := f.String("health-listen", ":8081", "address of /healthz and /readyz")
+	elect := f.Bool("leader-elect", false, "elect one active operator among replicas (a Lease in the namespace)")
+	namespace := f.String("namespace", "", "watch only this namespace (default: all)")
+	resync := f.Duration("resync", 10*time.Second, "how often each SocketCluster's status is refreshed (ring, connections)")
+	level := f.String("log-level", "info", "debug, info, warn or error")
+	log, err := parseLogged(f, args, level)
+	if err != nil {
+		return err
+	}
+	return operator.Run(ctx, operator.Options{MetricsAddr: *metrics, HealthAddr: *health, LeaderElect: *elect,
+		Namespace: *namespace, Resync: *resync, Logger: log})
 }
 
 func runBootstrapSecrets(ctx context.Context, args []string) error {

@@ -1,5 +1,4 @@
-// Package kubernetes holds the plain manifests (`kubectl apply -f
-// deploy/kubernetes`); this test reads them and checks what a review would:
+// This test reads the plain manifests and checks what a review would:
 // every flag they pass exists in the scc binary, every reference resolves,
 // and every pod runs unprivileged with probes, requests, spreading and a
 // grace period longer than its drain. (Applying them to a real node is the

@@ -62,7 +62,9 @@ func Start(cfg ServiceConfig) (*Node, error) {
 	sccv1.RegisterStateServer(n.gs, n.srv)
 	go func() { _ = n.gs.Serve(ln); close(n.served) }()
 	if cfg.HTTPListen != "" {
-		n.hs = ops.Serve(cfg.HTTPListen, ops.Handler(reg, nil))
+		mux := ops.Handler(reg, nil)
+		mux.HandleFunc("/cluster", n.srv.serveView)
+		n.hs = ops.Serve(cfg.HTTPListen, mux)
 	}
 	n.srv.log.Info("state serving", "addr", ln.Addr().String())
 	return n, nil
