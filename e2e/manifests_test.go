@@ -57,14 +57,14 @@ func testManifests(t *testing.T) {
 	})
 
 	t.Run("BrokerScale1To3To1", func(t *testing.T) {
-		c.scale(t, "scc-broker", 1)
+		c.scale(t, "broker", 1)
 		c.ringSettled(t, 1)
 		l := startLoad(t, host, port, 300, 30, 200)
 		start := time.Now()
-		c.scale(t, "scc-broker", 3)
+		c.scale(t, "broker", 3)
 		c.ringSettled(t, 3)
 		time.Sleep(3 * time.Second)
-		c.scale(t, "scc-broker", 1)
+		c.scale(t, "broker", 1)
 		c.ringSettled(t, 1)
 		time.Sleep(2 * time.Second)
 		r := l.stop(t, start)
@@ -78,8 +78,8 @@ func testManifests(t *testing.T) {
 		l := startLoad(t, host, port, 300, 30, 200)
 		before := c.workerConnections(t)
 		start := time.Now()
-		c.scale(t, "scc-worker", 1)
-		c.podsGone(t, "scc-worker", 1)
+		c.scale(t, "worker", 1)
+		c.podsGone(t, "worker", 1)
 		time.Sleep(2 * time.Second)
 		r := l.stop(t, start)
 		t.Logf("workers 3 -> 1 (connections before: %v): %v", before, r)
@@ -89,15 +89,15 @@ func testManifests(t *testing.T) {
 		if r.Lost != 0 || r.Duplicates != 0 {
 			t.Errorf("want 0 lost, 0 duplicated: %v", r)
 		}
-		c.scale(t, "scc-worker", 3)
+		c.scale(t, "worker", 3)
 		rollout(t, ns, "scc-worker")
 	})
 
 	t.Run("BrokerPodDeleted", func(t *testing.T) {
-		c.scale(t, "scc-broker", 2)
+		c.scale(t, "broker", 2)
 		c.ringSettled(t, 2)
 		l := startLoad(t, host, port, 300, 30, 200)
-		pod := strings.Fields(kubectl(t, "-n", ns, "get", "pods", "-l", "app.kubernetes.io/name=scc-broker", "-o", "name"))[0]
+		pod := "pod/" + c.pods(t, "broker")[0]
 		start := time.Now()
 		// Forced, as a node failure would: no drain.
 		kubectl(t, "-n", ns, "delete", pod, "--grace-period=0", "--force")
@@ -118,8 +118,8 @@ func testManifests(t *testing.T) {
 		kubectl(t, "-n", ns, "set", "image", "deployment/scc-worker", "scc=scc:e2e-next")
 		rollout(t, ns, "scc-broker")
 		rollout(t, ns, "scc-worker")
-		c.podsGone(t, "scc-worker", 3)
-		c.podsGone(t, "scc-broker", 2)
+		c.podsGone(t, "worker", 3)
+		c.podsGone(t, "broker", 2)
 		c.ringSettled(t, 2)
 		took := time.Since(start)
 		time.Sleep(3 * time.Second)
@@ -133,8 +133,9 @@ func testManifests(t *testing.T) {
 
 // cluster reads and changes one SocketCluster installation.
 type cluster struct {
-	ns     string
-	prefix string // of its Deployments: "scc-" for the plain manifests
+	ns       string
+	prefix   string // of its Deployments: "scc-" for the plain manifests, "<name>-" for a SocketCluster
+	instance string // its pods' app.kubernetes.io/instance label; "" for the plain manifests
 }
 
 func rollout(t *testing.T, namespace, deploy string) {
@@ -142,15 +143,25 @@ func rollout(t *testing.T, namespace, deploy string) {
 	kubectl(t, "-n", namespace, "rollout", "status", "deployment/"+deploy, "--timeout=180s")
 }
 
-func (c *cluster) scale(t *testing.T, deploy string, n int) {
+// scale sets a component's Deployment's replicas and waits for the rollout.
+func (c *cluster) scale(t *testing.T, comp string, n int) {
 	t.Helper()
-	kubectl(t, "-n", c.ns, "scale", "deployment/"+deploy, fmt.Sprint("--replicas=", n))
-	rollout(t, c.ns, deploy)
+	kubectl(t, "-n", c.ns, "scale", "deployment/"+c.prefix+comp, fmt.Sprint("--replicas=", n))
+	rollout(t, c.ns, c.prefix+comp)
+}
+
+// selector selects a component's pods ("worker", "broker", ...).
+func (c *cluster) selector(comp string) string {
+	s := "app.kubernetes.io/name=scc-" + comp
+	if c.instance != "" {
+		s += ",app.kubernetes.io/instance=" + c.instance
+	}
+	return s
 }
 
 // pods lists the names of a component's pods, terminating ones included.
-func (c *cluster) pods(t *testing.T, component string) []string {
-	out := kubectl(t, "-n", c.ns, "get", "pods", "-l", "app.kubernetes.io/name="+component, "-o", "name")
+func (c *cluster) pods(t *testing.T, comp string) []string {
+	out := kubectl(t, "-n", c.ns, "get", "pods", "-l", c.selector(comp), "-o", "name")
 	var names []string
 	for _, p := range strings.Fields(out) {
 		names = append(names, strings.TrimPrefix(p, "pod/"))
@@ -160,10 +171,10 @@ func (c *cluster) pods(t *testing.T, component string) []string {
 
 // podsGone waits until only n of a component's pods are left (drained
 // ones have exited).
-func (c *cluster) podsGone(t *testing.T, component string, n int) {
+func (c *cluster) podsGone(t *testing.T, comp string, n int) {
 	t.Helper()
-	eventually(t, 90*time.Second, component+" pods gone", func() error {
-		if p := c.pods(t, component); len(p) != n {
+	eventually(t, 90*time.Second, comp+" pods gone", func() error {
+		if p := c.pods(t, comp); len(p) != n {
 			return fmt.Errorf("%d pods: %v", len(p), p)
 		}
 		return nil
@@ -173,7 +184,7 @@ func (c *cluster) podsGone(t *testing.T, component string, n int) {
 // workerConnections is each worker pod's live connection count.
 func (c *cluster) workerConnections(t *testing.T) map[string]int {
 	conns := map[string]int{}
-	for _, p := range c.pods(t, c.prefix+"worker") {
+	for _, p := range c.pods(t, "worker") {
 		text, err := podProxy(t, c.ns, p, 8000, "/metrics")
 		if err != nil {
 			continue
@@ -189,7 +200,7 @@ func (c *cluster) workerConnections(t *testing.T) map[string]int {
 func (c *cluster) ringSettled(t *testing.T, n int) {
 	t.Helper()
 	eventually(t, 90*time.Second, fmt.Sprintf("ring of %d brokers settled", n), func() error {
-		pods := c.pods(t, c.prefix+"state")
+		pods := c.pods(t, "state")
 		if len(pods) != 1 {
 			return fmt.Errorf("state pods: %v", pods)
 		}
