@@ -1,7 +1,8 @@
 package gateway
 
 // Choosing a worker: least connections, from the loads workers report to
-// state plus what this gateway routed since the last report.
+// state plus what this gateway routed since the last report, and never
+// less than this gateway's own open connections to it.
 
 import (
 	"math/rand/v2"
@@ -19,16 +20,22 @@ type backend struct {
 	id, addr string
 
 	// guarded by balancer.mu
-	reported int64 // open sockets in the worker's last report
-	since    int64 // this gateway's opens minus closes since that report
-	ready    bool
-	draining bool
-	live     int64 // this gateway's open connections to it
+	reported     int64 // open sockets in the worker's last report
+	liveAtReport int64 // live when that report came
+	ready        bool
+	draining     bool
+	live         int64 // this gateway's open connections to it
 }
 
 // estimate is the worker's load as far as this gateway knows: what it
-// last reported plus what was routed to it since.
-func (b *backend) estimate() int64 { return max(b.reported+b.since, 0) }
+// last reported plus what this gateway routed to it since (opens minus
+// closes). A report is up to a second old when it comes (state passes
+// loads on once a second) and may predate connections this gateway has
+// open: the estimate is never below those, or a burst of new clients
+// would pile onto whichever worker's stale report came last.
+func (b *backend) estimate() int64 {
+	return max(b.reported+b.live-b.liveAtReport, b.live, 0)
+}
 
 // balancer holds the routable workers.
 type balancer struct {
@@ -55,7 +62,7 @@ func (bl *balancer) update(workers []*sccv1.Member) {
 		}
 		if int64(w.Load) != b.reported {
 			// A fresh report includes what this gateway routed before it.
-			b.reported, b.since = int64(w.Load), 0
+			b.reported, b.liveAtReport = int64(w.Load), b.live
 		}
 		b.ready, b.draining = w.Ready, w.Draining
 		next[w.Id] = b
@@ -87,7 +94,6 @@ func (bl *balancer) pick(skip []*backend) *backend {
 		}
 	}
 	if best != nil {
-		best.since++
 		best.live++
 	}
 	return best
@@ -96,7 +102,6 @@ func (bl *balancer) pick(skip []*backend) *backend {
 // done uncounts a connection that pick counted.
 func (bl *balancer) done(b *backend) {
 	bl.mu.Lock()
-	b.since--
 	b.live--
 	bl.mu.Unlock()
 }

@@ -75,3 +75,23 @@ func TestCountsSurviveMembershipChanges(t *testing.T) {
 		t.Fatal("a worker at a new address kept the old one's counts")
 	}
 }
+
+// A report that predates connections this gateway routed (reports reach it
+// up to a second late) does not hide them: during a burst, a worker's
+// stale "0" would otherwise draw every new client to it.
+func TestStaleReportKeepsOwnConnections(t *testing.T) {
+	b := newBalancer()
+	b.update([]*sccv1.Member{worker("a", 0, true, false), worker("b", 0, true, false)})
+	for i := 0; i < 20; i++ {
+		b.pick(nil)
+	}
+	// a's report was measured before any of its 10 arrived; b's after.
+	b.update([]*sccv1.Member{worker("a", 1, true, false), worker("b", 10, true, false)})
+	seen := map[string]int{}
+	for i := 0; i < 20; i++ {
+		seen[b.pick(nil).id]++
+	}
+	if seen["a"] != 10 || seen["b"] != 10 {
+		t.Fatalf("after a stale report from a, 20 picks: %v, want 10 each", seen)
+	}
+}
