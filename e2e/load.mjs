@@ -1,6 +1,7 @@
-// The e2e suite's clients: the official SocketCluster client (19.x, from
-// test/interop's packages) subscribing and publishing through the gateway
-// while the suite changes the cluster under it (e2e/*_test.go).
+// The official SocketCluster client (19.x, from
+// test/interop's packages) subscribing and publishing through a gateway
+// while a test changes the cluster under it: the e2e suite (e2e/) and the
+// fault suite (test/faults), through testutil.StartJSLoad.
 //
 // Env: SCC_HOST, SCC_PORT (the gateway), SCC_CLIENTS subscribers over
 // SCC_CHANNELS channels, SCC_RATE publishes per second from 4 publishers.

@@ -209,3 +209,10 @@ func healthy(host string, port int) bool {
 	n, _ := c.Read(buf)
 	return n == 12 && string(buf[9:12]) == "200"
 }
+
+// waitStep logs what the suite waits on, and when it is done how long it took.
+func waitStep(t *testing.T, what string) func() {
+	start := time.Now()
+	t.Logf("%s ...", what)
+	return func() { t.Logf("%s: done in %v", what, time.Since(start).Round(100*time.Millisecond)) }
+}

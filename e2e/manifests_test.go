@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scc-k8s/scc/internal/testutil"
 )
 
 // The plain manifests, as a user applies them, changed under load.
@@ -32,7 +34,7 @@ func testManifests(t *testing.T) {
 	c := &cluster{ns: ns, prefix: "scc-"}
 
 	t.Run("PubSubAcrossWorkers", func(t *testing.T) {
-		l := startLoad(t, host, port, 60, 6, 50)
+		l := testutil.StartJSLoad(t, repoRoot, host, port, 60, 6, 50)
 		// Every worker has some of the subscribers: messages published
 		// through one worker reach subscribers on the others.
 		eventually(t, 10*time.Second, "subscribers on every worker", func() error {
@@ -49,7 +51,7 @@ func testManifests(t *testing.T) {
 			return nil
 		})
 		time.Sleep(3 * time.Second)
-		r := l.stop(t, time.Now())
+		r := l.Stop(t, time.Now())
 		t.Logf("pub/sub: %v", r)
 		if r.Lost != 0 || r.Duplicates != 0 || r.Owed == 0 || r.Failed != 0 || r.Reconnected != 0 {
 			t.Errorf("want every acked message delivered once, none failed, no reconnects: %v", r)
@@ -59,7 +61,7 @@ func testManifests(t *testing.T) {
 	t.Run("BrokerScale1To3To1", func(t *testing.T) {
 		c.scale(t, "broker", 1)
 		c.ringSettled(t, 1)
-		l := startLoad(t, host, port, 300, 30, 200)
+		l := testutil.StartJSLoad(t, repoRoot, host, port, 300, 30, 200)
 		start := time.Now()
 		c.scale(t, "broker", 3)
 		c.ringSettled(t, 3)
@@ -67,7 +69,7 @@ func testManifests(t *testing.T) {
 		c.scale(t, "broker", 1)
 		c.ringSettled(t, 1)
 		time.Sleep(2 * time.Second)
-		r := l.stop(t, start)
+		r := l.Stop(t, start)
 		t.Logf("brokers 1 -> 3 -> 1: %v", r)
 		if r.Lost != 0 || r.Duplicates != 0 || r.Reconnected != 0 || r.Owed == 0 {
 			t.Errorf("want 0 lost, 0 duplicated, no client disconnected: %v", r)
@@ -75,13 +77,13 @@ func testManifests(t *testing.T) {
 	})
 
 	t.Run("WorkerScale3To1", func(t *testing.T) {
-		l := startLoad(t, host, port, 300, 30, 200)
+		l := testutil.StartJSLoad(t, repoRoot, host, port, 300, 30, 200)
 		before := c.workerConnections(t)
 		start := time.Now()
 		c.scale(t, "worker", 1)
 		c.podsGone(t, "worker", 1)
 		time.Sleep(2 * time.Second)
-		r := l.stop(t, start)
+		r := l.Stop(t, start)
 		t.Logf("workers 3 -> 1 (connections before: %v): %v", before, r)
 		if r.Reconnected == 0 || r.NotBack != 0 || r.BackWithinMs > 5000 {
 			t.Errorf("want the drained clients back and receiving within 5 s: %v", r)
@@ -96,7 +98,7 @@ func testManifests(t *testing.T) {
 	t.Run("BrokerPodDeleted", func(t *testing.T) {
 		c.scale(t, "broker", 2)
 		c.ringSettled(t, 2)
-		l := startLoad(t, host, port, 300, 30, 200)
+		l := testutil.StartJSLoad(t, repoRoot, host, port, 300, 30, 200)
 		pod := "pod/" + c.pods(t, "broker")[0]
 		start := time.Now()
 		// Forced, as a node failure would: no drain.
@@ -104,7 +106,7 @@ func testManifests(t *testing.T) {
 		c.ringSettled(t, 2)
 		recovered := time.Since(start)
 		time.Sleep(3 * time.Second)
-		r := l.stop(t, start)
+		r := l.Stop(t, start)
 		t.Logf("broker pod %s force-deleted: ring whole again after %v; %v", pod, recovered.Round(10*time.Millisecond), r)
 		if r.Duplicates != 0 || r.NotBack != 0 {
 			t.Errorf("want no duplicates and every client receiving: %v", r)
@@ -112,7 +114,7 @@ func testManifests(t *testing.T) {
 	})
 
 	t.Run("RollingUpdate", func(t *testing.T) {
-		l := startLoad(t, host, port, 300, 30, 200)
+		l := testutil.StartJSLoad(t, repoRoot, host, port, 300, 30, 200)
 		start := time.Now()
 		kubectl(t, "-n", ns, "set", "image", "deployment/scc-broker", "scc=scc:e2e-next")
 		kubectl(t, "-n", ns, "set", "image", "deployment/scc-worker", "scc=scc:e2e-next")
@@ -123,7 +125,7 @@ func testManifests(t *testing.T) {
 		c.ringSettled(t, 2)
 		took := time.Since(start)
 		time.Sleep(3 * time.Second)
-		r := l.stop(t, start)
+		r := l.Stop(t, start)
 		t.Logf("image scc:dev -> scc:e2e-next, brokers and workers rolled in %v: %v", took.Round(100*time.Millisecond), r)
 		if r.Lost != 0 || r.Duplicates != 0 || r.NotBack != 0 {
 			t.Errorf("want 0 lost and 0 duplicated for subscribed clients, all back: %v", r)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scc-k8s/scc/internal/testutil"
 )
 
 // The same cluster again, from a SocketCluster resource through the
@@ -44,9 +46,9 @@ func testOperator(t *testing.T) {
 	host, port := gatewayAddr(t, demoNS, name+"-gateway")
 
 	t.Run("PubSub", func(t *testing.T) {
-		l := startLoad(t, host, port, 60, 6, 50)
+		l := testutil.StartJSLoad(t, repoRoot, host, port, 60, 6, 50)
 		time.Sleep(3 * time.Second)
-		r := l.stop(t, time.Now())
+		r := l.Stop(t, time.Now())
 		t.Logf("pub/sub through %s-gateway: %v", name, r)
 		if r.Lost != 0 || r.Duplicates != 0 || r.Owed == 0 || r.Reconnected != 0 {
 			t.Errorf("want every acked message delivered once: %v", r)
@@ -69,9 +71,9 @@ func testOperator(t *testing.T) {
 			t.Fatalf("worker pods: %v", pods)
 		}
 		light := pods[0].name
-		l := startLoad(t, host, port, 40, 4, 10)
+		l := testutil.StartJSLoad(t, repoRoot, host, port, 40, 4, 10)
 		for _, p := range pods[1:] {
-			startLoad(t, p.ip, 8000, 20, 2, 0)
+			testutil.StartJSLoad(t, repoRoot, p.ip, 8000, 20, 2, 0)
 		}
 		conns := c.workerConnections(t)
 		t.Logf("connections per worker before the scale-down: %v; the lightest by design: %s", conns, light)
@@ -93,7 +95,7 @@ func testOperator(t *testing.T) {
 		if slices.Contains(left, light) {
 			t.Errorf("the least-loaded worker %s is still there; removed instead one of %v", light, pods)
 		}
-		r := l.stop(t, start)
+		r := l.Stop(t, start)
 		t.Logf("clients through the gateway meanwhile: %v", r)
 		if r.Reconnected == 0 || r.NotBack != 0 || r.BackWithinMs > 5000 || r.Lost != 0 {
 			t.Errorf("want the removed worker's clients back within 5 s, nothing lost: %v", r)

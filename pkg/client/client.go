@@ -101,6 +101,7 @@ type Client struct {
 	onDisconnect func(*CloseError)
 	onKickOut    func(channel string, message json.RawMessage)
 	onAuthToken  func(token string)
+	onSubscribed func(channel string)
 
 	writeMu sync.Mutex
 	outMu   sync.Mutex
@@ -180,6 +181,15 @@ func (c *Client) OnDisconnect(fn func(*CloseError)) { c.mu.Lock(); c.onDisconnec
 func (c *Client) OnKickOut(fn func(channel string, message json.RawMessage)) {
 	c.mu.Lock()
 	c.onKickOut = fn
+	c.mu.Unlock()
+}
+
+// OnSubscribed sets a function called each time the server confirms a
+// subscription: the first time, and again after each reconnect (on the
+// reader goroutine; it must not block).
+func (c *Client) OnSubscribed(fn func(channel string)) {
+	c.mu.Lock()
+	c.onSubscribed = fn
 	c.mu.Unlock()
 }
 
@@ -397,10 +407,15 @@ func (c *Client) up(conn *websocket.Conn, st Status) {
 		c.invokeAsync("#subscribe", subscribeData(name), func(_ json.RawMessage, err error) {
 			if err == nil {
 				c.mu.Lock()
-				if cur := c.channels[name]; cur != nil {
+				cur := c.channels[name]
+				if cur != nil {
 					cur.active = true
 				}
+				fn := c.onSubscribed
 				c.mu.Unlock()
+				if cur != nil && fn != nil {
+					fn(name)
+				}
 			}
 		})
 	}
@@ -834,6 +849,7 @@ func (c *Client) addChannel(name string, handler func(channel string, data json.
 // becomes active, or is dropped again (unless it was replaced meanwhile).
 func (c *Client) settleChannel(ch *channel, err error) {
 	c.mu.Lock()
+	fn := c.onSubscribed
 	if c.channels[ch.name] == ch {
 		if err != nil {
 			delete(c.channels, ch.name)
@@ -842,6 +858,9 @@ func (c *Client) settleChannel(ch *channel, err error) {
 		}
 	}
 	c.mu.Unlock()
+	if err == nil && fn != nil {
+		fn(ch.name)
+	}
 }
 
 // SubscribeAsync subscribes to channel without waiting: done is called

@@ -1,6 +1,9 @@
-//go:build e2e
+package testutil
 
-package e2e
+// StartJSLoad drives e2e/load.mjs: the official SocketCluster client (19.x)
+// subscribing and publishing through a gateway while a test changes the
+// cluster under it (the e2e suite on Kubernetes, the fault suite on
+// processes).
 
 import (
 	"bufio"
@@ -15,8 +18,8 @@ import (
 	"time"
 )
 
-// report is load.mjs's count of one run (see its comments for each field).
-type report struct {
+// JSReport is load.mjs's count of one run (see its comments for each field).
+type JSReport struct {
 	Clients      int            `json:"clients"`
 	Published    int            `json:"published"`
 	Acked        int            `json:"acked"`
@@ -36,24 +39,24 @@ type report struct {
 	LostSamples  []any          `json:"lostSamples"`
 }
 
-func (r report) String() string {
+func (r JSReport) String() string {
 	return fmt.Sprintf("%d clients; published %d, acked %d, failed %d; owed %d, lost %d, duplicates %d, "+
 		"missed while away %d, at a subscription's edge %d (margin %d ms); reconnected %d (codes %v), not back %d, all back within %d ms",
 		r.Clients, r.Published, r.Acked, r.Failed, r.Owed, r.Lost, r.Duplicates,
 		r.WhileAway, r.AtEdges, r.MarginMs, r.Reconnected, r.Codes, r.NotBack, r.BackWithinMs)
 }
 
-// load is a running load.mjs.
-type load struct {
+// JSLoad is a running load.mjs.
+type JSLoad struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
 	cancel context.CancelFunc
 }
 
-// startLoad starts official clients against the gateway and returns once
-// all are subscribed and publishing.
-func startLoad(t *testing.T, host string, port, clients, channels, rate int) *load {
+// StartJSLoad starts official clients against host:port and returns once
+// all are subscribed and publishing. repoRoot locates e2e/load.mjs.
+func StartJSLoad(t testing.TB, repoRoot, host string, port, clients, channels, rate int) *JSLoad {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	cmd := exec.CommandContext(ctx, "node", filepath.Join(repoRoot, "e2e", "load.mjs"))
@@ -66,7 +69,7 @@ func startLoad(t *testing.T, host string, port, clients, channels, rate int) *lo
 		cancel()
 		t.Fatal(err)
 	}
-	l := &load{cmd: cmd, stdin: stdin, lines: make(chan string, 4), cancel: cancel}
+	l := &JSLoad{cmd: cmd, stdin: stdin, lines: make(chan string, 4), cancel: cancel}
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -87,12 +90,12 @@ func startLoad(t *testing.T, host string, port, clients, channels, rate int) *lo
 	return l
 }
 
-// stop ends the run and returns its counts; reconnect times are measured
+// Stop ends the run and returns its counts; reconnect times are measured
 // from the action at actionAt.
-func (l *load) stop(t *testing.T, actionAt time.Time) report {
+func (l *JSLoad) Stop(t testing.TB, actionAt time.Time) JSReport {
 	t.Helper()
 	fmt.Fprintf(l.stdin, "stop %d\n", actionAt.UnixMilli())
-	var r report
+	var r JSReport
 	select {
 	case line, ok := <-l.lines:
 		if !ok {
@@ -112,14 +115,7 @@ func (l *load) stop(t *testing.T, actionAt time.Time) report {
 	return r
 }
 
-func (l *load) kill() {
+func (l *JSLoad) kill() {
 	l.cancel()
 	_ = l.cmd.Wait()
-}
-
-// waitStep logs what the suite waits on, and when it is done how long it took.
-func waitStep(t *testing.T, what string) func() {
-	start := time.Now()
-	t.Logf("%s ...", what)
-	return func() { t.Logf("%s: done in %v", what, time.Since(start).Round(100*time.Millisecond)) }
 }
