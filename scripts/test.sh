@@ -37,4 +37,7 @@ if [ $# -eq 0 ]; then
     | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|drain:'
   go test -count=1 -timeout 5m -v -run 'TestDrainUnderLoad' ./test/interop/ \
     | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|drain:'
+  # The fault suite, short version (scripts/faults.sh runs the long one).
+  go test -count=1 -timeout 10m -v -run 'TestFaults' ./test/faults/ \
+    | grep -E '^(=== RUN|--- |\s+--- |PASS|FAIL|ok)|faults_test.go'
 fi

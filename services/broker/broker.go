@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/scc-k8s/scc/pkg/ring"
 
@@ -34,6 +35,11 @@ type Config struct {
 	MaxLinkQueueBytes int
 	// MaxBatch caps the deliveries in one stream message. Default 512.
 	MaxBatch int
+	// LinkTimeout cuts a worker's link when nothing has come on it for
+	// this long (workers send a sync each second they have sent nothing
+	// else), dropping its subscriptions and its queue: a worker gone
+	// silent is noticed in seconds. Default 5s.
+	LinkTimeout time.Duration
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Registerer receives metrics (default: none).
@@ -89,6 +95,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = 512
+	}
+	if cfg.LinkTimeout <= 0 {
+		cfg.LinkTimeout = 5 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -156,11 +165,30 @@ func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
 
 	var wg sync.WaitGroup
 	wg.Add(2)
-	failed := make(chan struct{}, 2)
+	failed := make(chan struct{}, 3)
 	go func() {
 		defer wg.Done()
 		if s.sendLoop(ctx, stream, l) != nil {
 			failed <- struct{}{}
+		}
+	}()
+	var heard atomic.Int64 // unix nanos of the worker's last message
+	heard.Store(time.Now().UnixNano())
+	go func() {
+		t := time.NewTicker(s.cfg.LinkTimeout / 5)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			if time.Since(time.Unix(0, heard.Load())) >= s.cfg.LinkTimeout {
+				s.log.Warn("worker link silent: cut", "after", s.cfg.LinkTimeout.String())
+				s.m.silentLinks.Inc()
+				failed <- struct{}{}
+				return
+			}
 		}
 	}()
 	go func() {
@@ -171,6 +199,7 @@ func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
 				if err != nil {
 					return err
 				}
+				heard.Store(time.Now().UnixNano())
 				if req.WorkerId != "" && l.worker == "" {
 					l.worker = req.WorkerId
 				}

@@ -3,11 +3,12 @@ package broker
 import "github.com/prometheus/client_golang/prometheus"
 
 type metrics struct {
-	links      prometheus.Gauge
-	publishes  prometheus.Counter
-	deliveries prometheus.Counter
-	slowLinks  prometheus.Counter
-	notOwner   prometheus.Counter
+	links       prometheus.Gauge
+	publishes   prometheus.Counter
+	deliveries  prometheus.Counter
+	slowLinks   prometheus.Counter
+	notOwner    prometheus.Counter
+	silentLinks prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -27,9 +28,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		notOwner: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "broker", Name: "publishes_not_owner_total", Help: "Publishes refused: routed by an older ring to a channel this broker does not own.",
 		}),
+		silentLinks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "silent_links_total", Help: "Links cut because nothing came from their worker for the link timeout.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner)
+		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner, m.silentLinks)
 	}
 	return m
 }

@@ -60,6 +60,14 @@ type Config struct {
 	// its publisher hears of it before the client's own ack timeout (10 s
 	// in SocketCluster's clients) gives up on it.
 	BufferTimeout time.Duration
+	// LinkTimeout declares a broker link dead when nothing has come back
+	// on it for this long although the worker asked (it sends a sync each
+	// second the link is quiet): a broker that went silent (paused, or the
+	// network between cut without a reset) is noticed in seconds, not at
+	// gRPC's keepalive (10 s at least, then its timeout). Its operations
+	// in flight fail, the worker reports itself unready and dials the
+	// broker afresh. Default 3s.
+	LinkTimeout time.Duration
 	// Load reports the worker's load (open sockets) in heartbeats.
 	Load func() uint64
 	// Ready, when set, must hold too for the worker to report itself ready
@@ -160,6 +168,9 @@ func New(cfg Config, deliver worker.DeliverFunc) (*Cluster, error) {
 	}
 	if cfg.BufferTimeout <= 0 {
 		cfg.BufferTimeout = 5 * time.Second
+	}
+	if cfg.LinkTimeout <= 0 {
+		cfg.LinkTimeout = 3 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -18,6 +19,10 @@ const maxOpsPerMessage = 1024
 // errLinkLost fails operations in flight on a stream that broke: the
 // broker may or may not have applied them.
 var errLinkLost = errors.New("cluster: broker link lost")
+
+// errLinkSilent ends a session on which nothing came back for
+// Config.LinkTimeout although the worker asked.
+var errLinkSilent = errors.New("cluster: broker link silent")
 
 // link is the worker's stream to one broker. One goroutine owns Send and
 // one owns Recv; operations queue in between and go out in batches (all
@@ -153,6 +158,15 @@ func (l *link) run() {
 		if l.ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errLinkSilent) {
+			// The connection under the stream is as dead as the stream:
+			// a new stream on it would hang the same way.
+			l.c.log.Warn("broker link silent: dialling again", "broker", l.id, "after", l.c.cfg.LinkTimeout.String())
+			if conn, derr := grpcx.Dial(l.addr, l.c.cfg.GRPC); derr == nil {
+				l.conn.Close()
+				l.conn = conn
+			}
+		}
 		if time.Since(start) > 5*time.Second {
 			backoff = 20 * time.Millisecond
 		}
@@ -183,13 +197,23 @@ func (l *link) session() error {
 
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- l.sendLoop(ctx, stream) }()
+	var heard atomic.Int64 // unix nanos of the last message from the broker
+	heard.Store(time.Now().UnixNano())
+	silent := make(chan struct{})
+	go l.watch(ctx, cancel, &heard, silent)
 	var recvErr error
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
 			recvErr = err
+			select {
+			case <-silent:
+				recvErr = errLinkSilent
+			default:
+			}
 			break
 		}
+		heard.Store(time.Now().UnixNano())
 		for _, d := range resp.Deliveries {
 			l.c.deliver(d.Channel, d.Data)
 		}
@@ -201,6 +225,35 @@ func (l *link) session() error {
 	<-sendErr
 	l.down()
 	return recvErr
+}
+
+// watch sends a sync each second nothing came from the broker or nothing
+// went to it (so both ends hear from each other at least that often), and
+// cuts the session (closing silent) when nothing has come for
+// Config.LinkTimeout.
+func (l *link) watch(ctx context.Context, cut context.CancelFunc, heard *atomic.Int64, silent chan struct{}) {
+	every := min(time.Second, l.c.cfg.LinkTimeout/3)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	sent := l.lastOp()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		quiet := time.Since(time.Unix(0, heard.Load()))
+		if quiet >= l.c.cfg.LinkTimeout {
+			close(silent)
+			l.c.m.linkSilent.Inc()
+			cut()
+			return
+		}
+		if last := l.lastOp(); quiet >= every || last == sent {
+			l.queue(sccv1.OpKind_OP_KIND_SYNC, "", nil, nil, time.Time{})
+		}
+		sent = l.lastOp()
+	}
 }
 
 func (l *link) sendLoop(ctx context.Context, stream sccv1.Broker_LinkClient) error {

@@ -12,6 +12,7 @@ type metrics struct {
 	linkFull   prometheus.Counter
 	notOwner   prometheus.Counter
 	lost       prometheus.Counter
+	linkSilent prometheus.Counter
 	queueDepth *prometheus.GaugeVec
 }
 
@@ -44,12 +45,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		lost: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "worker", Name: "publishes_lost_total", Help: "Publishes in flight on a broker link that broke (known lost or unconfirmed; their publishers got an error).",
 		}),
+		linkSilent: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "worker", Name: "broker_links_silent_total", Help: "Broker links cut because nothing came back on them for the link timeout.",
+		}),
 		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "scc", Subsystem: "worker", Name: "broker_link_queue_depth", Help: "Operations waiting to be sent, per broker link.",
 		}, []string{"broker"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.epoch, m.channels, m.linksUp, m.buffered, m.resent, m.bufferFull, m.linkFull, m.notOwner, m.lost, m.queueDepth)
+		reg.MustRegister(m.epoch, m.channels, m.linksUp, m.buffered, m.resent, m.bufferFull, m.linkFull, m.notOwner, m.lost, m.linkSilent, m.queueDepth)
 	}
 	return m
 }
