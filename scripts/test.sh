@@ -37,6 +37,10 @@ if [ $# -eq 0 ]; then
     | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|drain:'
   go test -count=1 -timeout 5m -v -run 'TestDrainUnderLoad' ./test/interop/ \
     | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|drain:'
+  # Mass events: 20,000 sockets leaving at once, 5,000 arriving, a
+  # million channels abandoned (200,000 here).
+  go test -count=1 -timeout 5m -v -run 'TestMassDisconnect|TestConnectionFlood|TestAbandonedChannels' ./test/edge/ \
+    | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|storm:|flood:|abandoned:'
   # The fault suite, short version (scripts/faults.sh runs the long one).
   go test -count=1 -timeout 10m -v -run 'TestFaults' ./test/faults/ \
     | grep -E '^(=== RUN|--- |\s+--- |PASS|FAIL|ok)|faults_test.go'

@@ -1,0 +1,300 @@
+package edge_test
+
+// Mass events: thousands of sockets leaving at once, a flood of new ones,
+// and a million channels subscribed and abandoned.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scc-k8s/scc/bench"
+	"github.com/scc-k8s/scc/internal/testutil"
+	"github.com/scc-k8s/scc/pkg/client"
+)
+
+// A helper process of this test binary holds sockets for
+// TestMassDisconnect (a process may have 20,000 files open here, so the
+// sockets are spread over two): it connects SCC_STORM_N clients to
+// SCC_STORM_URL, subscribes each to one of SCC_STORM_CHANNELS channels,
+// prints "ready" and exits (the kernel closes every socket at once) when
+// its stdin closes.
+func TestMain(m *testing.M) {
+	if url := os.Getenv("SCC_STORM_URL"); url != "" {
+		os.Exit(stormHelper(url))
+	}
+	code := m.Run()
+	testutil.Cleanup()
+	os.Exit(code)
+}
+
+func stormHelper(url string) int {
+	n, _ := strconv.Atoi(os.Getenv("SCC_STORM_N"))
+	chans, _ := strconv.Atoi(os.Getenv("SCC_STORM_CHANNELS"))
+	prefix := os.Getenv("SCC_STORM_PREFIX")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	sem := make(chan struct{}, 64)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			c := client.New(client.Options{URL: url, NoReconnect: true})
+			if err := c.Connect(ctx); err != nil {
+				errs <- err
+				return
+			}
+			if err := c.Subscribe(ctx, fmt.Sprintf("%s%d", prefix, i%chans), func(string, json.RawMessage) {}); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		fmt.Fprintln(os.Stderr, "storm helper:", err)
+		return 1
+	}
+	fmt.Println("ready")
+	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+	return 0
+}
+
+// startCluster runs state, a broker and workers as processes and returns
+// the workers' HTTP bases.
+func startCluster(t *testing.T, workers int) []string {
+	bin := testutil.SccBinary(t)
+	env := []string{"SCC_CLUSTER_TOKEN=storm-test-token", "SCC_LOG_LEVEL=warn"}
+	state := fmt.Sprint("127.0.0.1:", testutil.FreePort(t))
+	testutil.StartProc(t, bin, "state", env, "state", "--listen", state, "--http-listen", "", "--settle-window", "0")
+	testutil.StartProc(t, bin, "broker", env, "broker", "--listen", fmt.Sprint("127.0.0.1:", testutil.FreePort(t)),
+		"--http-listen", "", "--state", state)
+	var bases []string
+	for i := 0; i < workers; i++ {
+		addr := fmt.Sprint("127.0.0.1:", testutil.FreePort(t))
+		testutil.StartProc(t, bin, fmt.Sprint("worker-", i), env, "worker", "--listen", addr, "--state", state,
+			"--auth-key", "k", "--socket-channel-limit", "-1")
+		bases = append(bases, "http://"+addr)
+	}
+	for _, b := range bases {
+		testutil.WaitHTTP(t, b+"/readyz")
+	}
+	return bases
+}
+
+func wsURL(base string) string { return "ws" + base[len("http"):] + "/socketcluster/" }
+
+// handshakeTime dials a fresh client and times its upgrade and handshake.
+func handshakeTime(url string) (time.Duration, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	c, err := client.Dial(ctx, client.Options{URL: url, NoReconnect: true})
+	if err != nil {
+		return 0, err
+	}
+	d := time.Since(start)
+	c.Close()
+	return d, nil
+}
+
+// 20,000 sockets subscribed to 1,000 channels (10,000 on each of two
+// workers of a cluster) disconnect at once: the workers drop them all and
+// their channels, and every fresh client meanwhile is answered. How fast
+// (the target is 100 ms) is printed, not asserted: everything here shares
+// two cores.
+func TestMassDisconnect(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("20,000 connections: scripts/test.sh runs this without -race")
+	}
+	const perWorker, channels = 10000, 1000
+	bases := startCluster(t, 2)
+	self, _ := os.Executable()
+	var helpers []*exec.Cmd
+	var stdins []interface{ Close() error }
+	start := time.Now()
+	for i, b := range bases {
+		cmd := exec.Command(self, "-test.run=^$")
+		cmd.Env = append(os.Environ(), "SCC_STORM_URL="+wsURL(b), fmt.Sprint("SCC_STORM_N=", perWorker),
+			fmt.Sprint("SCC_STORM_CHANNELS=", channels/2), fmt.Sprint("SCC_STORM_PREFIX=storm-", i, "-"))
+		in, _ := cmd.StdinPipe()
+		out, _ := cmd.StdoutPipe()
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		if line != "ready\n" {
+			t.Fatalf("helper %d: %q", i, line)
+		}
+		helpers, stdins = append(helpers, cmd), append(stdins, in)
+	}
+	for _, b := range bases {
+		if n := metric(t, b, "scc_worker_connections"); n != perWorker {
+			t.Fatalf("%s: %v connections, want %d", b, n, perWorker)
+		}
+	}
+	t.Logf("storm: %d sockets on 1,000 channels over 2 workers, connected in %v", 2*perWorker, time.Since(start).Round(100*time.Millisecond))
+
+	// Fresh handshakes to both workers every 10 ms from just before the
+	// disconnect until every socket is gone.
+	var mu sync.Mutex
+	var lat []time.Duration
+	var failures int
+	stop := make(chan struct{})
+	probing := make(chan struct{})
+	go func() {
+		defer close(probing)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			for _, b := range bases {
+				d, err := handshakeTime(wsURL(b))
+				mu.Lock()
+				if err != nil {
+					failures++
+				} else {
+					lat = append(lat, d)
+				}
+				mu.Unlock()
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	gone := time.Now()
+	for _, in := range stdins {
+		in.Close() // every helper exits: 20,000 sockets close at once
+	}
+	for _, h := range helpers {
+		_ = h.Wait()
+	}
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		for _, b := range bases {
+			if metric(t, b, "scc_worker_connections") != 0 {
+				return false
+			}
+		}
+		return true
+	}, "every socket dropped")
+	dropped := time.Since(gone)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	<-probing
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(lat)
+	if len(lat) == 0 {
+		t.Fatal("no handshake succeeded")
+	}
+	p99, maxd := lat[len(lat)*99/100], lat[len(lat)-1]
+	t.Logf("storm: all 20,000 dropped by the workers %v after the clients went; %d fresh handshakes meanwhile, p50 %v, p99 %v, max %v, %d failed",
+		dropped.Round(10*time.Millisecond), len(lat), lat[len(lat)/2].Round(100*time.Microsecond), p99.Round(100*time.Microsecond),
+		maxd.Round(100*time.Microsecond), failures)
+	for _, b := range bases {
+		if ch := metric(t, b, "scc_worker_channels"); ch != 0 {
+			t.Errorf("%s still holds %v channels", b, ch)
+		}
+	}
+	if failures > 0 {
+		t.Errorf("%d fresh handshakes failed during the storm", failures)
+	}
+}
+
+// 5,000 new connections opened as fast as the load tool can: every one
+// handshaken, none dropped (the rate is printed).
+func TestConnectionFlood(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("5,000 connections: scripts/test.sh runs this without -race")
+	}
+	bases := startCluster(t, 1)
+	res, err := bench.Run(context.Background(), bench.Config{URL: wsURL(bases[0]), Scenario: "storm", Connections: 5000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("flood: %d connections handshaken in %.2f s (%.0f/s), %d dropped", res.Connections, res.Seconds, res.OperationsPerSec, res.Disconnects)
+	if n := metric(t, bases[0], "scc_worker_handshakes_total"); n != 5000 || res.Connections != 5000 || res.Disconnects != 0 {
+		t.Errorf("the worker answered %v handshakes, the tool has %d connections and saw %d dropped: want all 5,000",
+			n, res.Connections, res.Disconnects)
+	}
+}
+
+// One client subscribes to and abandons a million distinct channels (a
+// short run: 200,000), 500 at a time: the worker's channel registries end
+// empty, and its heap does not grow with the channels it has seen.
+func TestAbandonedChannels(t *testing.T) {
+	if testing.Short() || raceEnabled {
+		t.Skip("a million channels: scripts/test.sh runs this without -race")
+	}
+	total := 200_000
+	if os.Getenv("SCC_STORM_LONG") != "" {
+		total = 1_000_000
+	}
+	const batch = 500
+	bases := startCluster(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c, err := client.Dial(ctx, client.Options{URL: wsURL(bases[0]), NoReconnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var heap []float64
+	start := time.Now()
+	for done := 0; done < total; done += batch {
+		var wg sync.WaitGroup
+		errs := make(chan error, batch)
+		for i := done; i < done+batch; i++ {
+			wg.Add(1)
+			c.SubscribeAsync(fmt.Sprint("abandoned-", i), func(string, json.RawMessage) {}, func(err error) {
+				if err != nil {
+					errs <- err
+				}
+				wg.Done()
+			})
+		}
+		wg.Wait()
+		close(errs)
+		if err := <-errs; err != nil {
+			t.Fatalf("subscribe: %v", err)
+		}
+		for i := done; i < done+batch; i++ {
+			if err := c.Unsubscribe(fmt.Sprint("abandoned-", i)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if (done+batch)%(total/10) == 0 {
+			heap = append(heap, metric(t, bases[0], "go_memstats_heap_inuse_bytes"))
+		}
+	}
+	elapsed := time.Since(start)
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		return metric(t, bases[0], "scc_worker_channels") == 0 && metric(t, bases[0], "scc_worker_subscriptions") == 0
+	}, "the worker's channels and subscriptions back to none")
+	mib := func(b float64) string { return fmt.Sprintf("%.1f", b/(1<<20)) }
+	var hs []string
+	for _, h := range heap {
+		hs = append(hs, mib(h))
+	}
+	t.Logf("abandoned: %d channels subscribed and left in %v; worker heap in use (MiB) after each tenth: %v", total, elapsed.Round(100*time.Millisecond), hs)
+	early := slices.Max(heap[:3])
+	if last := heap[len(heap)-1]; last > early+16<<20 {
+		t.Errorf("heap grew with the channels seen: %s MiB after 30%%, %s MiB at the end", mib(early), mib(last))
+	}
+}
