@@ -19,6 +19,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/scc-k8s/scc/internal/testutil"
 )
 
 const ns = "scc"
@@ -77,22 +79,6 @@ func getJSON(t testing.TB, v any, args ...string) {
 	out := kubectl(t, append(append([]string{"get"}, args...), "-o", "json")...)
 	if err := json.Unmarshal([]byte(out), v); err != nil {
 		t.Fatalf("kubectl get %v: %v", args, err)
-	}
-}
-
-// eventually polls f every 200 ms until it returns nil or the time is up.
-func eventually(t testing.TB, within time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v: %v", what, within, err)
-		}
-		time.Sleep(200 * time.Millisecond)
 	}
 }
 
@@ -168,7 +154,7 @@ func gatewayAddr(t testing.TB, namespace, svc string) (string, int) {
 	// On our own node the cluster address must work: that is what is
 	// tested. Elsewhere (kind) the node port is how the host gets in.
 	ownNode := os.Getenv("SCC_E2E_UPLINK") != ""
-	eventually(t, 60*time.Second, "gateway reachable", func() error {
+	testutil.EventuallyNil(t, 60*time.Second, "gateway reachable", func() error {
 		if healthy(s.Spec.ClusterIP, p.Port) {
 			host, port = s.Spec.ClusterIP, p.Port
 			return nil

@@ -37,7 +37,7 @@ func testManifests(t *testing.T) {
 		l := testutil.StartJSLoad(t, repoRoot, host, port, 60, 6, 50)
 		// Every worker has some of the subscribers: messages published
 		// through one worker reach subscribers on the others.
-		eventually(t, 10*time.Second, "subscribers on every worker", func() error {
+		testutil.EventuallyNil(t, 10*time.Second, "subscribers on every worker", func() error {
 			conns := c.workerConnections(t)
 			if len(conns) < 2 {
 				return fmt.Errorf("connections per worker: %v", conns)
@@ -175,7 +175,7 @@ func (c *cluster) pods(t *testing.T, comp string) []string {
 // ones have exited).
 func (c *cluster) podsGone(t *testing.T, comp string, n int) {
 	t.Helper()
-	eventually(t, 90*time.Second, comp+" pods gone", func() error {
+	testutil.EventuallyNil(t, 90*time.Second, comp+" pods gone", func() error {
 		if p := c.pods(t, comp); len(p) != n {
 			return fmt.Errorf("%d pods: %v", len(p), p)
 		}
@@ -201,7 +201,7 @@ func (c *cluster) workerConnections(t *testing.T) map[string]int {
 // ringSettled waits until state has n brokers and no migration running.
 func (c *cluster) ringSettled(t *testing.T, n int) {
 	t.Helper()
-	eventually(t, 90*time.Second, fmt.Sprintf("ring of %d brokers settled", n), func() error {
+	testutil.EventuallyNil(t, 90*time.Second, fmt.Sprintf("ring of %d brokers settled", n), func() error {
 		pods := c.pods(t, "state")
 		if len(pods) != 1 {
 			return fmt.Errorf("state pods: %v", pods)

@@ -119,7 +119,7 @@ func testOperator(t *testing.T) {
 				Generation int64 `json:"generation"`
 			} `json:"metadata"`
 		}
-		eventually(t, 30*time.Second, "status", func() error {
+		testutil.EventuallyNil(t, 30*time.Second, "status", func() error {
 			out := kubectl(t, "-n", demoNS, "get", "socketcluster", name, "-o", "json")
 			if err := json.Unmarshal([]byte(out), &sc); err != nil {
 				return err
@@ -138,7 +138,7 @@ func testOperator(t *testing.T) {
 // waitWorkers waits for n ready workers and the resource to say so.
 func (c *cluster) waitWorkers(t *testing.T, name string, n int) {
 	t.Helper()
-	eventually(t, 120*time.Second, fmt.Sprintf("%d workers", n), func() error {
+	testutil.EventuallyNil(t, 120*time.Second, fmt.Sprintf("%d workers", n), func() error {
 		if p := c.pods(t, "worker"); len(p) != n {
 			return fmt.Errorf("%d worker pods", len(p))
 		}

@@ -21,6 +21,8 @@ import (
 
 	"github.com/scc-k8s/scc/operator"
 	"github.com/scc-k8s/scc/operator/api/v1alpha1"
+
+	"github.com/scc-k8s/scc/internal/testutil"
 )
 
 var ctx = context.Background()
@@ -37,7 +39,7 @@ func create(t *testing.T, ns string, spec v1alpha1.SocketClusterSpec) *v1alpha1.
 func deployment(t *testing.T, ns, name string) *appsv1.Deployment {
 	t.Helper()
 	d := &appsv1.Deployment{}
-	eventually(t, 10*time.Second, "deployment "+name, func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "deployment "+name, func() error {
 		return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, d)
 	})
 	return d
@@ -91,17 +93,17 @@ func TestCreate(t *testing.T) {
 		}
 	}
 	sec := &corev1.Secret{}
-	eventually(t, 5*time.Second, "secret", func() error { return get(t, ns, "chat-secrets", sec) })
+	testutil.EventuallyNil(t, 5*time.Second, "secret", func() error { return get(t, ns, "chat-secrets", sec) })
 	if len(sec.Data["auth-key"]) < 32 || len(sec.Data["cluster-token"]) < 32 {
 		t.Errorf("secret keys: %v", sec.Data)
 	}
 	cm := &corev1.ConfigMap{}
-	eventually(t, 5*time.Second, "configmap", func() error { return get(t, ns, "chat-config", cm) })
+	testutil.EventuallyNil(t, 5*time.Second, "configmap", func() error { return get(t, ns, "chat-config", cm) })
 	if cm.Data["SCC_PROTOCOL_VERSION"] != "1" || cm.Data["SCC_PATH"] != "/ws/" {
 		t.Errorf("config: %v", cm.Data)
 	}
 	// No pods run here, so the cluster is not available, and says why.
-	eventually(t, 10*time.Second, "status", func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "status", func() error {
 		cur := &v1alpha1.SocketCluster{}
 		if err := get(t, ns, "chat", cur); err != nil {
 			return err
@@ -134,7 +136,7 @@ func TestStatusAndConditions(t *testing.T) {
 		}
 	}
 	var cur v1alpha1.SocketCluster
-	eventually(t, 10*time.Second, "available, migrating", func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "available, migrating", func() error {
 		if err := get(t, ns, "chat", &cur); err != nil {
 			return err
 		}
@@ -152,7 +154,7 @@ func TestStatusAndConditions(t *testing.T) {
 		t.Errorf("progressing: %+v", p)
 	}
 	views.set(ns, &operator.View{Epoch: 8, Brokers: []string{"b1", "b2"}})
-	eventually(t, 10*time.Second, "settled", func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "settled", func() error {
 		if err := get(t, ns, "chat", &cur); err != nil {
 			return err
 		}
@@ -169,7 +171,7 @@ func TestBringYourOwnSecret(t *testing.T) {
 	ns := namespace(t)
 	create(t, ns, v1alpha1.SocketClusterSpec{Auth: v1alpha1.AuthSpec{SecretName: "mine"}})
 	var cur v1alpha1.SocketCluster
-	eventually(t, 10*time.Second, "degraded", func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "degraded", func() error {
 		if err := get(t, ns, "chat", &cur); err != nil {
 			return err
 		}
@@ -215,7 +217,7 @@ func TestUpdateInPlace(t *testing.T) {
 	if err := k8s.Patch(ctx, sc, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "worker updated", func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "worker updated", func() error {
 		if err := get(t, ns, "chat-worker", w); err != nil {
 			return err
 		}
@@ -234,7 +236,7 @@ func TestUpdateInPlace(t *testing.T) {
 		t.Errorf("config %v %v", cm.Data, err)
 	}
 	svc := &corev1.Service{}
-	eventually(t, 10*time.Second, "gateway service type", func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "gateway service type", func() error {
 		if err := get(t, ns, "chat-gateway", svc); err != nil {
 			return err
 		}
@@ -253,7 +255,7 @@ func TestScale(t *testing.T) {
 	deployment(t, ns, "chat-worker")
 	wantWorkers := func(n int32) {
 		t.Helper()
-		eventually(t, 10*time.Second, fmt.Sprintf("%d workers", n), func() error {
+		testutil.EventuallyNil(t, 10*time.Second, fmt.Sprintf("%d workers", n), func() error {
 			d := &appsv1.Deployment{}
 			if err := get(t, ns, "chat-worker", d); err != nil {
 				return err
@@ -272,7 +274,7 @@ func TestScale(t *testing.T) {
 	}
 	wantWorkers(5)
 	if b := deployment(t, ns, "chat-broker"); *b.Spec.Replicas != 4 {
-		eventually(t, 10*time.Second, "4 brokers", func() error {
+		testutil.EventuallyNil(t, 10*time.Second, "4 brokers", func() error {
 			if b = deployment(t, ns, "chat-broker"); *b.Spec.Replicas != 4 {
 				return fmt.Errorf("%d", *b.Spec.Replicas)
 			}
@@ -338,7 +340,7 @@ func TestDeletionCostBeforeScaleDown(t *testing.T) {
 	if err := k8s.Patch(ctx, sc, patch); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "deletion costs", func() error {
+	testutil.EventuallyNil(t, 10*time.Second, "deletion costs", func() error {
 		for name, load := range loads {
 			p := &corev1.Pod{}
 			if err := get(t, ns, name, p); err != nil {
@@ -351,7 +353,7 @@ func TestDeletionCostBeforeScaleDown(t *testing.T) {
 		return nil
 	})
 	if d := deployment(t, ns, "chat-worker"); *d.Spec.Replicas != 2 {
-		eventually(t, 10*time.Second, "2 workers", func() error {
+		testutil.EventuallyNil(t, 10*time.Second, "2 workers", func() error {
 			if d = deployment(t, ns, "chat-worker"); *d.Spec.Replicas != 2 {
 				return fmt.Errorf("%d", *d.Spec.Replicas)
 			}
@@ -369,7 +371,7 @@ func TestNoWriteWhenNothingChanged(t *testing.T) {
 	deployment(t, ns, "chat-gateway")
 	// Settled: the write count stops moving.
 	var n int
-	eventually(t, 15*time.Second, "writes settle", func() error {
+	testutil.EventuallyNil(t, 15*time.Second, "writes settle", func() error {
 		before, _ := writes.snapshot()
 		time.Sleep(1500 * time.Millisecond) // three resyncs
 		after, _ := writes.snapshot()
@@ -445,11 +447,11 @@ func TestDeleteCollectsGarbage(t *testing.T) {
 	ns := namespace(t)
 	sc := create(t, ns, v1alpha1.SocketClusterSpec{})
 	deployment(t, ns, "chat-gateway")
-	eventually(t, 5*time.Second, "secret", func() error { return get(t, ns, "chat-secrets", &corev1.Secret{}) })
+	testutil.EventuallyNil(t, 5*time.Second, "secret", func() error { return get(t, ns, "chat-secrets", &corev1.Secret{}) })
 	if err := k8s.Delete(ctx, sc, client.PropagationPolicy(metav1.DeletePropagationBackground)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "owned objects deleted", func() error {
+	testutil.EventuallyNil(t, 30*time.Second, "owned objects deleted", func() error {
 		var left []string
 		for _, l := range []client.ObjectList{&appsv1.DeploymentList{}, &corev1.ServiceList{}, &corev1.ConfigMapList{},
 			&policyv1.PodDisruptionBudgetList{}} {

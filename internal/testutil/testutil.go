@@ -29,6 +29,26 @@ func Eventually(t testing.TB, timeout time.Duration, cond func() bool, msg strin
 	}
 }
 
+// EventuallyNil polls f until it returns nil (every 50 ms at first,
+// backing off to every 500 ms); past within, the test fails with what and
+// f's last error.
+func EventuallyNil(t testing.TB, within time.Duration, what string, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	pause := 50 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v: %v", what, within, err)
+		}
+		time.Sleep(pause)
+		pause = min(pause*3/2, 500*time.Millisecond)
+	}
+}
+
 // Peer is a raw WebSocket client for protocol tests: it sends exactly the
 // text given and returns exactly what arrives (batches are split). A
 // background goroutine reads, so waiting for "nothing" is harmless.
