@@ -372,9 +372,9 @@ func TestNoWriteWhenNothingChanged(t *testing.T) {
 	// Settled: the write count stops moving.
 	var n int
 	testutil.EventuallyNil(t, 15*time.Second, "writes settle", func() error {
-		before, _ := writes.snapshot()
+		before, _ := writes.in(ns)
 		time.Sleep(1500 * time.Millisecond) // three resyncs
-		after, _ := writes.snapshot()
+		after, _ := writes.in(ns)
 		n = after
 		if after != before {
 			return fmt.Errorf("%d writes in 1.5 s", after-before)
@@ -390,7 +390,7 @@ func TestNoWriteWhenNothingChanged(t *testing.T) {
 	sc := &v1alpha1.SocketCluster{}
 	_ = get(t, ns, "chat", sc)
 	time.Sleep(3 * time.Second) // six resyncs, each a full reconcile
-	after, by := writes.snapshot()
+	after, by := writes.in(ns)
 	if after != n {
 		t.Errorf("%d writes while nothing changed: %v", after-n, by)
 	}

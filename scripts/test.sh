@@ -41,6 +41,9 @@ if [ $# -eq 0 ]; then
   # million channels abandoned (200,000 here).
   go test -count=1 -timeout 5m -v -run 'TestMassDisconnect|TestConnectionFlood|TestAbandonedChannels' ./test/edge/ \
     | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|storm:|flood:|abandoned:'
+  # The soak, 60 s (scripts/soak.sh runs 10 minutes).
+  go test -count=1 -timeout 5m -v -run 'TestSoak' ./test/soak/ \
+    | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|soak:'
   # The fault suite, short version (scripts/faults.sh runs the long one).
   go test -count=1 -timeout 10m -v -run 'TestFaults' ./test/faults/ \
     | grep -E '^(=== RUN|--- |\s+--- |PASS|FAIL|ok)|faults_test.go'

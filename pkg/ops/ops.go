@@ -8,8 +8,18 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
+
+// NewRegistry is a metrics registry with the Go runtime's and the
+// process's collectors (heap, goroutines, open files, CPU): what the soak
+// test and an operator's dashboards watch on every component.
+func NewRegistry() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
 
 // Handler serves /healthz, /readyz (200 while ready, which may be nil, holds)
 // and, when g is set, /metrics.

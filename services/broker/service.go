@@ -79,7 +79,7 @@ func Start(cfg ServiceConfig) (*Node, error) {
 	if cfg.Broker.Logger == nil {
 		cfg.Broker.Logger = slog.Default()
 	}
-	reg := prometheus.NewRegistry()
+	reg := ops.NewRegistry()
 	if cfg.Broker.Registerer == nil {
 		cfg.Broker.Registerer = reg
 	}

@@ -29,12 +29,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/scc-k8s/scc/internal/certreload"
 	"github.com/scc-k8s/scc/pkg/grpcx"
 	"github.com/scc-k8s/scc/pkg/member"
+	"github.com/scc-k8s/scc/pkg/ops"
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
 
@@ -202,9 +202,7 @@ func Start(cfg Config) (*Gateway, error) {
 		conns: make(map[*proxied]struct{})}
 	reg := cfg.Registerer
 	if reg == nil {
-		r := prometheus.NewRegistry()
-		r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		reg = r
+		reg = ops.NewRegistry()
 	}
 	if gt, ok := reg.(prometheus.Gatherer); ok {
 		g.gather = gt

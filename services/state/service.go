@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"sync"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/scc-k8s/scc/pkg/grpcx"
@@ -44,7 +43,7 @@ func Start(cfg ServiceConfig) (*Node, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = ":9000"
 	}
-	reg := prometheus.NewRegistry()
+	reg := ops.NewRegistry()
 	if cfg.State.Registerer == nil {
 		cfg.State.Registerer = reg
 	}

@@ -39,7 +39,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/scc-k8s/scc/internal/ws"
@@ -174,8 +173,7 @@ func NewServer(cfg Config) (*Server, error) {
 	s.writers = newWriters(s.stop)
 	reg := cfg.Registerer
 	if reg == nil {
-		s.registry = prometheus.NewRegistry()
-		s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		s.registry = ops.NewRegistry()
 		reg = s.registry
 	}
 	s.metrics = newMetrics(reg)

@@ -3,9 +3,7 @@ package cluster
 import (
 	"sync/atomic"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-
+	"github.com/scc-k8s/scc/pkg/ops"
 	"github.com/scc-k8s/scc/services/worker"
 )
 
@@ -17,9 +15,7 @@ func Join(svc *worker.ServiceConfig, cfg Config) {
 	var srv atomic.Pointer[worker.Server]
 	var cl atomic.Pointer[Cluster]
 	if svc.Server.Registerer == nil {
-		reg := prometheus.NewRegistry()
-		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-		svc.Server.Registerer = reg
+		svc.Server.Registerer = ops.NewRegistry()
 	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = svc.Server.Registerer
