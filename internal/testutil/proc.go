@@ -1,11 +1,14 @@
 package testutil
 
 import (
+	"bufio"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -122,4 +125,26 @@ func WaitHTTP(t testing.TB, url string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Scrape reads a /metrics page's samples without labels, by name (empty
+// when the page cannot be read).
+func Scrape(url string) map[string]float64 {
+	out := map[string]float64{}
+	hc := http.Client{Timeout: 2 * time.Second}
+	resp, err := hc.Get(url)
+	if err != nil {
+		return out
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<16), 1<<20)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && !strings.HasPrefix(f[0], "#") {
+			v, _ := strconv.ParseFloat(f[1], 64)
+			out[f[0]] = v
+		}
+	}
+	return out
 }

@@ -67,23 +67,37 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // reconnect through another. It returns at once; a drain of the same
 // gateway already running is not started again.
 func (s *Server) DrainGateway(id string) {
+	s.drainWhere("gateway "+id, "gateway draining: closing its sockets", func(sock *Socket) bool { return sock.gateway == id })
+}
+
+// DrainClients closes every socket at Config.DrainRate, as a drain does,
+// while the server keeps running: the cluster layer calls it when this
+// worker cannot serve its clients' channels and the other workers can
+// (why says which), and they reconnect there. It returns at once.
+func (s *Server) DrainClients(why string) {
+	s.drainWhere("all", "handing every client over: "+why, func(*Socket) bool { return true })
+}
+
+// drainWhere closes, at the drain pace, the sockets pick chooses, unless a
+// drain under the same key is running.
+func (s *Server) drainWhere(key, what string, pick func(*Socket) bool) {
 	s.drainMu.Lock()
-	if s.gwDrains == nil {
-		s.gwDrains = make(map[string]bool)
+	if s.drains == nil {
+		s.drains = make(map[string]bool)
 	}
-	if s.gwDrains[id] {
+	if s.drains[key] {
 		s.drainMu.Unlock()
 		return
 	}
-	s.gwDrains[id] = true
+	s.drains[key] = true
 	s.drainMu.Unlock()
 	var socks []*Socket
 	for _, sock := range s.snapshotSockets(nil) {
-		if sock.gateway == id {
+		if pick(sock) {
 			socks = append(socks, sock)
 		}
 	}
-	s.log.Info("gateway draining: closing its sockets", "gateway", id, "sockets", len(socks))
+	s.log.Info(what, "sockets", len(socks))
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
 		defer cancel()
@@ -97,7 +111,7 @@ func (s *Server) DrainGateway(id string) {
 		defer cancel()
 		s.closePaced(ctx, socks)
 		s.drainMu.Lock()
-		delete(s.gwDrains, id)
+		delete(s.drains, key)
 		s.drainMu.Unlock()
 	}()
 }

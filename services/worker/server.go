@@ -141,7 +141,7 @@ type Server struct {
 
 	draining atomic.Bool
 	drainMu  sync.Mutex
-	gwDrains map[string]bool // gateways whose sockets are being closed
+	drains   map[string]bool // drains running (DrainGateway, DrainClients), by key
 	stop     chan struct{}
 	writers  *writers
 	stopOnce sync.Once

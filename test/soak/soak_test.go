@@ -10,15 +10,12 @@
 package soak
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"net/http"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -180,7 +177,7 @@ func TestSoak(t *testing.T) {
 	for time.Since(start) < d {
 		at := time.Since(start).Seconds()
 		for _, s := range comps {
-			m := scrape(s.url)
+			m := testutil.Scrape(s.url)
 			s.at = append(s.at, at)
 			s.heapMiB = append(s.heapMiB, m["go_memstats_heap_inuse_bytes"]/(1<<20))
 			s.gor = append(s.gor, m["go_goroutines"])
@@ -246,25 +243,4 @@ func mean(v []float64) float64 {
 		s += x
 	}
 	return s / float64(len(v))
-}
-
-// scrape reads the unlabeled samples of a /metrics page.
-func scrape(url string) map[string]float64 {
-	out := map[string]float64{}
-	hc := http.Client{Timeout: 2 * time.Second}
-	resp, err := hc.Get(url)
-	if err != nil {
-		return out
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<16), 1<<20)
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 2 && !strings.HasPrefix(f[0], "#") {
-			v, _ := strconv.ParseFloat(f[1], 64)
-			out[f[0]] = v
-		}
-	}
-	return out
 }

@@ -68,6 +68,15 @@ type Config struct {
 	// in flight fail, the worker reports itself unready and dials the
 	// broker afresh. Default 3s.
 	LinkTimeout time.Duration
+	// PartitionAfter is how long a link to a broker still in the ring may
+	// stay down before the worker hands its clients to the others
+	// (OnPartition; see partition.go). Default 2s, counted from when the
+	// link went down (a silent one: after LinkTimeout).
+	PartitionAfter time.Duration
+	// OnPartition, when set, is called (once per episode) when this worker
+	// is cut off from a broker the other workers reach: the worker closes
+	// its clients at its drain pace, and they reconnect elsewhere.
+	OnPartition func()
 	// Load reports the worker's load (open sockets) in heartbeats.
 	Load func() uint64
 	// Ready, when set, must hold too for the worker to report itself ready
@@ -132,6 +141,7 @@ type Cluster struct {
 	latest chan *sccv1.ClusterView
 	// gwDraining are the gateways seen draining; only onView touches it.
 	gwDraining map[string]bool
+	peers      peers
 	stop       chan struct{}
 	applied    sync.WaitGroup
 }
@@ -172,6 +182,9 @@ func New(cfg Config, deliver worker.DeliverFunc) (*Cluster, error) {
 	if cfg.LinkTimeout <= 0 {
 		cfg.LinkTimeout = 3 * time.Second
 	}
+	if cfg.PartitionAfter <= 0 {
+		cfg.PartitionAfter = 2 * time.Second
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -191,6 +204,10 @@ func New(cfg Config, deliver worker.DeliverFunc) (*Cluster, error) {
 	}
 	c.applied.Add(1)
 	go c.applyLoop()
+	if cfg.OnPartition != nil {
+		c.applied.Add(1)
+		go c.watchPartition()
+	}
 	mem, err := member.Start(member.Config{
 		StateAddr: cfg.StateAddr,
 		GRPC:      cfg.GRPC,
@@ -242,6 +259,7 @@ func (c *Cluster) currentView() *sccv1.View {
 }
 
 func (c *Cluster) onView(v *sccv1.ClusterView) {
+	c.peers.set(v)
 	if c.cfg.OnGatewayDrain != nil {
 		for _, g := range v.Gateways {
 			if g.Draining && !c.gwDraining[g.Id] {

@@ -13,6 +13,7 @@ type metrics struct {
 	notOwner   prometheus.Counter
 	lost       prometheus.Counter
 	linkSilent prometheus.Counter
+	partitions prometheus.Counter
 	queueDepth *prometheus.GaugeVec
 }
 
@@ -48,12 +49,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		linkSilent: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "worker", Name: "broker_links_silent_total", Help: "Broker links cut because nothing came back on them for the link timeout.",
 		}),
+		partitions: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "worker", Name: "partition_handovers_total", Help: "Times this worker, cut off from a broker the others reach, handed its clients over.",
+		}),
 		queueDepth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: "scc", Subsystem: "worker", Name: "broker_link_queue_depth", Help: "Operations waiting to be sent, per broker link.",
 		}, []string{"broker"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.epoch, m.channels, m.linksUp, m.buffered, m.resent, m.bufferFull, m.linkFull, m.notOwner, m.lost, m.linkSilent, m.queueDepth)
+		reg.MustRegister(m.epoch, m.channels, m.linksUp, m.buffered, m.resent, m.bufferFull, m.linkFull, m.notOwner, m.lost, m.linkSilent, m.partitions, m.queueDepth)
 	}
 	return m
 }

@@ -39,6 +39,11 @@ func Join(svc *worker.ServiceConfig, cfg Config) {
 			s.DrainGateway(id)
 		}
 	}
+	cfg.OnPartition = func() {
+		if s := srv.Load(); s != nil {
+			s.DrainClients("cut off from a broker")
+		}
+	}
 	svc.Server.Broker = func(deliver worker.DeliverFunc) (worker.Broker, error) {
 		c, err := New(cfg, deliver)
 		if err == nil {

@@ -1,0 +1,133 @@
+package state
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/scc-k8s/scc/proto/sccv1"
+)
+
+// fakeJoin is a member's Join stream that sends the given requests and
+// then ends.
+type fakeJoin struct {
+	ctx  context.Context
+	reqs []*sccv1.JoinRequest
+	sent int
+}
+
+func (f *fakeJoin) Recv() (*sccv1.JoinRequest, error) {
+	if len(f.reqs) == 0 {
+		return nil, io.EOF
+	}
+	r := f.reqs[0]
+	f.reqs = f.reqs[1:]
+	return r, nil
+}
+func (f *fakeJoin) Send(*sccv1.ClusterView) error { f.sent++; return nil }
+func (f *fakeJoin) Context() context.Context      { return f.ctx }
+func (f *fakeJoin) SetHeader(metadata.MD) error   { return nil }
+func (f *fakeJoin) SendHeader(metadata.MD) error  { return nil }
+func (f *fakeJoin) SetTrailer(metadata.MD)        {}
+func (f *fakeJoin) SendMsg(any) error             { return nil }
+func (f *fakeJoin) RecvMsg(any) error             { return nil }
+
+// FuzzJoin plays any sequence of messages a member could send on its Join
+// stream (length-prefixed JoinRequests from the fuzzer's bytes) against
+// state, after a broker and a worker have joined: nothing may panic, the
+// epoch never goes back, and once the stream ends the member is gone and
+// the others are still there.
+func FuzzJoin(f *testing.F) {
+	enc := func(reqs ...*sccv1.JoinRequest) []byte {
+		var out []byte
+		for _, r := range reqs {
+			b, _ := proto.Marshal(r)
+			out = binary.AppendUvarint(out, uint64(len(b)))
+			out = append(out, b...)
+		}
+		return out
+	}
+	reg := func(id string, role sccv1.Role, v *sccv1.View) *sccv1.JoinRequest {
+		return &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Register{Register: &sccv1.Register{
+			Member: &sccv1.Member{Id: id, Role: role, Address: id + ":1"}, View: v}}}
+	}
+	f.Add(enc(reg("w9", sccv1.Role_ROLE_WORKER, nil),
+		&sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: &sccv1.Heartbeat{Load: 5, Ready: true}}},
+		&sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Ack{Ack: &sccv1.Ack{Epoch: 1}}},
+		&sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Drain{Drain: &sccv1.Drain{}}}))
+	f.Add(enc(reg("b9", sccv1.Role_ROLE_BROKER, &sccv1.View{Epoch: 1 << 62, Phase: 2,
+		Brokers: []*sccv1.Member{{Id: "ghost"}}, PrevBrokers: []*sccv1.Member{{Id: "b1"}}})))
+	f.Add(enc(reg("b1", sccv1.Role_ROLE_BROKER, nil))) // takes an existing member's id
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f, 1})
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var reqs []*sccv1.JoinRequest
+		for len(b) > 0 {
+			n, k := binary.Uvarint(b)
+			if k <= 0 || n > uint64(len(b)-k) {
+				break
+			}
+			var r sccv1.JoinRequest
+			if proto.Unmarshal(b[k:k+int(n)], &r) != nil {
+				return
+			}
+			reqs = append(reqs, &r)
+			b = b[k+int(n):]
+		}
+		s := New(Config{Logger: quiet, SettleWindow: -1})
+		defer s.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		// Two well-behaved members stay joined throughout.
+		for _, r := range []*sccv1.JoinRequest{reg("b1", sccv1.Role_ROLE_BROKER, nil), reg("w1", sccv1.Role_ROLE_WORKER, nil)} {
+			go func() { _ = s.Join(&blockingJoin{fakeJoin{ctx: ctx, reqs: []*sccv1.JoinRequest{r}}}) }()
+		}
+		waitMembers(t, s, 2)
+		before, _ := s.Epoch()
+		_ = s.Join(&fakeJoin{ctx: ctx, reqs: reqs})
+		after, _ := s.Epoch()
+		if after < before {
+			t.Fatalf("epoch went back: %d -> %d", before, after)
+		}
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		reg := reqs
+		if len(reg) > 0 && reg[0].GetRegister() != nil {
+			if id := reg[0].GetRegister().GetMember().GetId(); id != "b1" && id != "w1" && s.members[id] != nil {
+				t.Fatalf("member %q still joined after its stream ended", id)
+			}
+		}
+	})
+}
+
+// blockingJoin registers, then waits for the test to end.
+type blockingJoin struct{ fakeJoin }
+
+func (b *blockingJoin) Recv() (*sccv1.JoinRequest, error) {
+	if len(b.reqs) > 0 {
+		return b.fakeJoin.Recv()
+	}
+	<-b.ctx.Done()
+	return nil, b.ctx.Err()
+}
+
+func waitMembers(t *testing.T, s *Server, n int) {
+	for range 1000 {
+		s.mu.Lock()
+		k := len(s.members)
+		s.mu.Unlock()
+		if k >= n {
+			return
+		}
+		waitABit()
+	}
+	t.Fatalf("%d members did not join", n)
+}
+
+func waitABit() { time.Sleep(time.Millisecond) }
