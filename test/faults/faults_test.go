@@ -193,8 +193,8 @@ func runFault(t *testing.T, f fault) row {
 	}
 	gw := "ws://127.0.0.1:" + c.gwPort + "/socketcluster/"
 	gwPort, _ := strconv.Atoi(c.gwPort)
-	gl := startGoLoad(t, gw, 150, 30, 150)
-	js := testutil.StartJSLoad(t, repoRoot(t), "127.0.0.1", gwPort, 150, 30, 150)
+	gl := startGoLoad(t, gw, 150, 30, 150)                                        // and 4 publishers
+	js := testutil.StartJSLoad(t, repoRoot(t), "127.0.0.1", gwPort, 150, 30, 150) // and 4 publishers
 	time.Sleep(2 * time.Second)
 
 	tm := f.run(t, c, px)
@@ -204,6 +204,12 @@ func runFault(t *testing.T, f fault) row {
 		v, err := c.view()
 		return err == nil && len(v.Brokers) == 3 && v.readyWorkers() == 3 && v.Phase == "PHASE_STABLE" && gatewayRoutes(c.gwPort) == 3
 	}, "the cluster whole again")
+	// Every client back through the gateway (the JS client backs off for
+	// up to 5 s between its attempts), then a little more load.
+	const clients = 150 + 4 + 150 + 4
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		return testutil.Scrape("http://127.0.0.1:" + c.gwPort + "/metrics")["scc_gateway_connections"] >= clients
+	}, "all %d clients connected through the gateway again", clients)
 	time.Sleep(3 * time.Second)
 	jr := js.Stop(t, tm.injected)
 	margin := time.Duration(jr.MarginMs) * time.Millisecond
