@@ -125,9 +125,7 @@ func waitMembers(t *testing.T, s *Server, n int) {
 		if k >= n {
 			return
 		}
-		waitABit()
+		time.Sleep(time.Millisecond)
 	}
 	t.Fatalf("%d members did not join", n)
 }
-
-func waitABit() { time.Sleep(time.Millisecond) }
