@@ -4,8 +4,11 @@
 package testutil
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -219,5 +222,26 @@ func (p *Peer) Handshake(token string) map[string]any {
 		if _, ok := m["rid"]; ok {
 			return m
 		}
+	}
+}
+
+// WriteSection replaces what stands between the markers
+// "<!-- name: written by by -->" and "<!-- /name -->" in the file at path
+// (a doc a long test run writes its results into).
+func WriteSection(t testing.TB, path, name, by, body string) {
+	t.Helper()
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	begin, end := "<!-- "+name+": written by "+by+" -->\n", "<!-- /"+name+" -->"
+	i := bytes.Index(doc, []byte(begin))
+	j := bytes.Index(doc, []byte(end))
+	if i < 0 || j < i {
+		t.Fatalf("%s has no %q and %q markers", path, begin, end)
+	}
+	out := slices.Concat(doc[:i], []byte(begin+body), doc[j:])
+	if err := os.WriteFile(path, out, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

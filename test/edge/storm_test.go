@@ -4,14 +4,11 @@ package edge_test
 // and a million channels subscribed and abandoned.
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -21,66 +18,17 @@ import (
 	"github.com/scc-k8s/scc/pkg/client"
 )
 
-// A helper process of this test binary holds sockets for
-// TestMassDisconnect (a process may have 20,000 files open here, so the
-// sockets are spread over two): it connects SCC_STORM_N clients to
-// SCC_STORM_URL, subscribes each to one of SCC_STORM_CHANNELS channels,
-// prints "ready" and exits (the kernel closes every socket at once) when
-// its stdin closes.
-func TestMain(m *testing.M) {
-	if url := os.Getenv("SCC_STORM_URL"); url != "" {
-		os.Exit(stormHelper(url))
-	}
-	code := m.Run()
-	testutil.Cleanup()
-	os.Exit(code)
-}
-
-func stormHelper(url string) int {
-	n, _ := strconv.Atoi(os.Getenv("SCC_STORM_N"))
-	chans, _ := strconv.Atoi(os.Getenv("SCC_STORM_CHANNELS"))
-	prefix := os.Getenv("SCC_STORM_PREFIX")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 64)
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			c := client.New(client.Options{URL: url, NoReconnect: true})
-			if err := c.Connect(ctx); err != nil {
-				errs <- err
-				return
-			}
-			if err := c.Subscribe(ctx, fmt.Sprintf("%s%d", prefix, i%chans), func(string, json.RawMessage) {}); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
-		fmt.Fprintln(os.Stderr, "storm helper:", err)
-		return 1
-	}
-	fmt.Println("ready")
-	_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
-	return 0
-}
-
-// startCluster runs state, a broker and workers as processes and returns
+// startCluster runs state, brokers and workers as processes and returns
 // the workers' HTTP bases.
-func startCluster(t *testing.T, workers int) []string {
+func startCluster(t *testing.T, brokers, workers int) []string {
 	bin := testutil.SccBinary(t)
 	env := []string{"SCC_CLUSTER_TOKEN=storm-test-token", "SCC_LOG_LEVEL=warn"}
 	state := fmt.Sprint("127.0.0.1:", testutil.FreePort(t))
 	testutil.StartProc(t, bin, "state", env, "state", "--listen", state, "--http-listen", "", "--settle-window", "0")
-	testutil.StartProc(t, bin, "broker", env, "broker", "--listen", fmt.Sprint("127.0.0.1:", testutil.FreePort(t)),
-		"--http-listen", "", "--state", state)
+	for i := 0; i < brokers; i++ {
+		testutil.StartProc(t, bin, fmt.Sprint("broker-", i), env, "broker", "--listen", fmt.Sprint("127.0.0.1:", testutil.FreePort(t)),
+			"--http-listen", "", "--state", state)
+	}
 	var bases []string
 	for i := 0; i < workers; i++ {
 		addr := fmt.Sprint("127.0.0.1:", testutil.FreePort(t))
@@ -120,27 +68,13 @@ func TestMassDisconnect(t *testing.T) {
 		t.Skip("20,000 connections: scripts/test.sh runs this without -race")
 	}
 	const perWorker, channels = 10000, 1000
-	bases := startCluster(t, 2)
-	self, _ := os.Executable()
-	var helpers []*exec.Cmd
-	var stdins []interface{ Close() error }
+	bases := startCluster(t, 1, 2)
+	var holders []*holder
 	start := time.Now()
 	for i, b := range bases {
-		cmd := exec.Command(self, "-test.run=^$")
-		cmd.Env = append(os.Environ(), "SCC_STORM_URL="+wsURL(b), fmt.Sprint("SCC_STORM_N=", perWorker),
-			fmt.Sprint("SCC_STORM_CHANNELS=", channels/2), fmt.Sprint("SCC_STORM_PREFIX=storm-", i, "-"))
-		in, _ := cmd.StdinPipe()
-		out, _ := cmd.StdoutPipe()
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		if line != "ready\n" {
-			t.Fatalf("helper %d: %q", i, line)
-		}
-		helpers, stdins = append(helpers, cmd), append(stdins, in)
+		h := startHolder(t, holdSpec{urls: []string{wsURL(b)}, n: perWorker, channels: channels / 2, prefix: fmt.Sprint("storm-", i, "-")})
+		h.ready(t)
+		holders = append(holders, h)
 	}
 	for _, b := range bases {
 		if n := metric(t, b, "scc_worker_connections"); n != perWorker {
@@ -179,11 +113,11 @@ func TestMassDisconnect(t *testing.T) {
 	}()
 	time.Sleep(200 * time.Millisecond)
 	gone := time.Now()
-	for _, in := range stdins {
-		in.Close() // every helper exits: 20,000 sockets close at once
+	for _, h := range holders {
+		h.exit() // every holder exits: 20,000 sockets close at once
 	}
-	for _, h := range helpers {
-		_ = h.Wait()
+	for _, h := range holders {
+		_ = h.cmd.Wait()
 	}
 	testutil.Eventually(t, 30*time.Second, func() bool {
 		for _, b := range bases {
@@ -223,7 +157,7 @@ func TestConnectionFlood(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("5,000 connections: scripts/test.sh runs this without -race")
 	}
-	bases := startCluster(t, 1)
+	bases := startCluster(t, 1, 1)
 	res, err := bench.Run(context.Background(), bench.Config{URL: wsURL(bases[0]), Scenario: "storm", Connections: 5000})
 	if err != nil {
 		t.Fatal(err)
@@ -247,7 +181,7 @@ func TestAbandonedChannels(t *testing.T) {
 		total = 1_000_000
 	}
 	const batch = 500
-	bases := startCluster(t, 1)
+	bases := startCluster(t, 1, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	c, err := client.Dial(ctx, client.Options{URL: wsURL(bases[0]), NoReconnect: true})

@@ -17,7 +17,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -296,16 +295,5 @@ func writeDoc(t *testing.T, rows []row) {
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %d | %d | %d | %d | %s | %s |\n", r.fault, r.what, r.published, r.acked, fe,
 			r.delivered, r.lost, r.dup, r.reor, ms(r.detectMs, r.detectBy), ms(r.recoverMs, ""))
 	}
-	doc, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	re := regexp.MustCompile(`(?s)(<!-- faults: written by scripts/faults.sh -->\n).*?(<!-- /faults -->)`)
-	if !re.Match(doc) {
-		t.Fatalf("%s has no faults markers", path)
-	}
-	out := re.ReplaceAllLiteral(doc, []byte("<!-- faults: written by scripts/faults.sh -->\n"+b.String()+"<!-- /faults -->"))
-	if err := os.WriteFile(path, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testutil.WriteSection(t, path, "faults", "scripts/faults.sh", b.String())
 }
