@@ -853,8 +853,17 @@ func (x *Op) GetEpoch() uint64 {
 type LinkRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// worker_id is set on the first message of a stream.
-	WorkerId      string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	Ops           []*Op  `protobuf:"bytes,2,rep,name=ops,proto3" json:"ops,omitempty"`
+	WorkerId string `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Ops      []*Op  `protobuf:"bytes,2,rep,name=ops,proto3" json:"ops,omitempty"`
+	// received counts the deliveries this stream has brought the worker so
+	// far (each handed to its subscribers). Set on every message once the
+	// first message had confirms.
+	Received uint64 `protobuf:"varint,3,opt,name=received,proto3" json:"received,omitempty"`
+	// confirms, on the first message, says the worker reports received: the
+	// broker then holds the ack of a publish until every worker it was
+	// delivered to has confirmed it, and fails the publish when one of them
+	// is lost first. Without it (an older worker) acks do not wait for it.
+	Confirms      bool `protobuf:"varint,4,opt,name=confirms,proto3" json:"confirms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -901,6 +910,20 @@ func (x *LinkRequest) GetOps() []*Op {
 		return x.Ops
 	}
 	return nil
+}
+
+func (x *LinkRequest) GetReceived() uint64 {
+	if x != nil {
+		return x.Received
+	}
+	return 0
+}
+
+func (x *LinkRequest) GetConfirms() bool {
+	if x != nil {
+		return x.Confirms
+	}
+	return false
 }
 
 type Delivery struct {
@@ -1125,11 +1148,13 @@ const file_scc_v1_cluster_proto_rawDesc = "" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"H\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"\x80\x01\n" +
 	"\vLinkRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1c\n" +
 	"\x03ops\x18\x02 \x03(\v2\n" +
-	".scc.v1.OpR\x03ops\"8\n" +
+	".scc.v1.OpR\x03ops\x12\x1a\n" +
+	"\breceived\x18\x03 \x01(\x04R\breceived\x12\x1a\n" +
+	"\bconfirms\x18\x04 \x01(\bR\bconfirms\"8\n" +
 	"\bDelivery\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x7f\n" +

@@ -8,12 +8,20 @@
 // as few messages as it can. A link whose queue passes its limit is cut
 // (the worker reconnects and subscribes again); it never stalls others.
 //
-// Lock order: Server.mu, then link.mu.
+// Confirmed delivery: a worker that confirms (LinkRequest.confirms) counts
+// back the deliveries it has received, and the ack of a publish waits until
+// every confirming worker it was delivered to has counted it. When such a
+// worker's link ends first (cut, silent, too slow), each publish it had not
+// confirmed fails: the publisher hears that some subscribers may have
+// missed it, instead of an ack for a delivery that went nowhere.
+//
+// Lock order: Server.mu, then link.mu; never two links' mu at once.
 package broker
 
 import (
 	"context"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -36,7 +44,7 @@ type Config struct {
 	// MaxBatch caps the deliveries in one stream message. Default 512.
 	MaxBatch int
 	// LinkTimeout cuts a worker's link when nothing has come on it for
-	// this long (workers send a sync each second they have sent nothing
+	// this long (workers send a sync each half second they have sent nothing
 	// else), dropping its subscriptions and its queue: a worker gone
 	// silent is noticed in seconds. Default 5s.
 	LinkTimeout time.Duration
@@ -126,24 +134,60 @@ func (s *Server) Links() int {
 }
 
 // ackMark holds back an ack until every delivery queued before it has been
-// sent, so a worker that sees the ack has seen those deliveries.
+// sent, so a worker that sees the ack has seen those deliveries, and until
+// every confirming link its publishes went to has confirmed them (needs).
 type ackMark struct {
-	seq uint64
-	enq uint64
+	seq   uint64
+	enq   uint64
+	needs []need
 }
 
-type link struct {
-	worker string
-	subs   map[string]struct{} // touched only by the receiving goroutine (and cleanup after it)
+// need is a delivery number a confirming link must reach (or end at).
+type need struct {
+	l   *link
+	num uint64
+}
 
-	mu      sync.Mutex
-	queue   []*sccv1.Delivery
-	bytes   int
-	enq     uint64    // deliveries ever queued
-	sent    uint64    // deliveries ever taken for sending
-	acks    []ackMark // acks waiting for the deliveries queued before them
-	failed  []*sccv1.OpError
-	closed  bool
+// blockedOn is a confirmation the mark still waits for (ok false: none).
+// Needs met are dropped as they are found.
+func (m *ackMark) blockedOn() (n need, ok bool) {
+	for len(m.needs) > 0 {
+		n = m.needs[len(m.needs)-1]
+		if n.l.recv.Load() < n.num && !n.l.settled.Load() {
+			return n, true
+		}
+		m.needs = m.needs[:len(m.needs)-1]
+	}
+	return need{}, false
+}
+
+// heartbeat is how long a link's sender stays quiet before it sends an
+// empty response, so a worker whose acks wait on another worker's
+// confirmations still hears from the broker.
+const heartbeat = time.Second
+
+type link struct {
+	worker   string
+	confirms bool                // set from the first message, before any op
+	subs     map[string]struct{} // touched only by the receiving goroutine (and cleanup after it)
+	needs    map[*link]uint64    // apply's scratch: what this batch's ack waits for
+
+	mu     sync.Mutex
+	queue  []*sccv1.Delivery
+	bytes  int       // of deliveries queued, and for a confirming link, sent but not confirmed
+	enq    uint64    // deliveries ever queued
+	sent   uint64    // deliveries ever taken for sending
+	acks   []ackMark // acks waiting for the deliveries queued before them
+	failed []*sccv1.OpError
+	closed bool
+	// A confirming link's deliveries not yet confirmed, in order: the
+	// oldest is delivery number base+1.
+	unconfirmed origins
+	base        uint64
+	waiters     []*link // links whose next ack waits for this one's confirmations
+
+	recv    atomic.Uint64 // deliveries the worker confirmed (changed under mu)
+	settled atomic.Bool   // ended, and what it had not confirmed has failed (set under mu)
 	signal  chan struct{}
 	cut     context.CancelFunc
 	dropped atomic.Bool
@@ -194,16 +238,21 @@ func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
 	go func() {
 		defer wg.Done()
 		_ = grpcx.Guard("broker link receive", func() error {
+			first := true
 			for {
 				req, err := stream.Recv()
 				if err != nil {
 					return err
 				}
 				heard.Store(time.Now().UnixNano())
-				if req.WorkerId != "" && l.worker == "" {
-					l.worker = req.WorkerId
+				if first {
+					l.worker, l.confirms = req.WorkerId, req.Confirms
+					first = false
 				}
 				s.apply(l, req.Ops)
+				if l.confirms {
+					l.confirm(req.Received)
+				}
 			}
 		})
 		failed <- struct{}{}
@@ -253,7 +302,7 @@ func (s *Server) apply(l *link, ops []*sccv1.Op) {
 					Message: "broker: channel not owned here at this ring epoch"})
 				break
 			}
-			s.publish(op.Channel, op.Data)
+			s.publish(l, op.Seq, op.Channel, op.Data)
 		case sccv1.OpKind_OP_KIND_SYNC:
 			// Nothing to apply: its ack, held behind every delivery
 			// queued before it, is the answer.
@@ -266,11 +315,19 @@ func (s *Server) apply(l *link, ops []*sccv1.Op) {
 			last = op.Seq
 		}
 	}
+	var needs []need
+	if len(l.needs) > 0 {
+		needs = make([]need, 0, len(l.needs))
+		for x, num := range l.needs {
+			needs = append(needs, need{x, num})
+		}
+		clear(l.needs)
+	}
 	if last == 0 {
 		return
 	}
 	l.mu.Lock()
-	l.acks = append(l.acks, ackMark{seq: last, enq: l.enq})
+	l.acks = append(l.acks, ackMark{seq: last, enq: l.enq, needs: needs})
 	l.failed = append(l.failed, failed...)
 	l.mu.Unlock()
 	l.wake()
@@ -287,39 +344,103 @@ func (s *Server) unsubscribe(ch string, l *link) {
 	s.mu.Unlock()
 }
 
-// publish queues the message once for each subscribed link. The delivery
-// is shared: links only read it.
-func (s *Server) publish(ch string, data []byte) {
+// publish queues the message once for each subscribed link (the delivery
+// is shared: links only read it) and notes, for the ack of the batch it
+// came in (seq on link from), the delivery number each other confirming
+// link must confirm.
+func (s *Server) publish(from *link, seq uint64, ch string, data []byte) {
 	s.m.publishes.Inc()
 	d := &sccv1.Delivery{Channel: ch, Data: data}
 	size := len(ch) + len(data) + 8
 	s.mu.RLock()
 	set := s.channels[ch]
 	for l := range set {
-		l.enqueue(d, size, s.cfg.MaxLinkQueueBytes)
+		// The publisher's own link needs no confirmation: its ack follows
+		// the delivery on the same stream, and if the stream breaks first
+		// the worker fails the publish itself.
+		if num := l.enqueue(d, size, s.cfg.MaxLinkQueueBytes, from, seq); num != 0 && seq != 0 && l != from {
+			if from.needs == nil {
+				from.needs = make(map[*link]uint64)
+			}
+			from.needs[l] = num
+		}
 	}
 	n := len(set)
 	s.mu.RUnlock()
 	s.m.deliveries.Add(float64(n))
 }
 
-func (l *link) enqueue(d *sccv1.Delivery, size, limit int) {
+// enqueue queues a delivery; for a confirming link it returns the
+// delivery's number, which the link must confirm (or end at, failing it).
+func (l *link) enqueue(d *sccv1.Delivery, size, limit int, from *link, seq uint64) uint64 {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
-		return
+		return 0
 	}
 	l.queue = append(l.queue, d)
 	l.enq++
 	l.bytes += size
+	num := uint64(0)
+	if l.confirms {
+		l.unconfirmed.push(origin{from: from, seq: seq, size: size})
+		num = l.enq
+	}
 	if l.bytes > limit {
+		// Cut: drop fails every publish whose delivery it had not
+		// confirmed, this one included.
 		l.closed = true
-		l.queue, l.bytes = nil, 0
+		l.queue = nil
 		l.mu.Unlock()
 		l.dropped.Store(true)
 		l.cut()
+		return num
+	}
+	l.mu.Unlock()
+	l.wake()
+	return num
+}
+
+// confirm takes the worker's count of deliveries received: their
+// publishes no longer wait for this link.
+func (l *link) confirm(received uint64) {
+	l.mu.Lock()
+	received = min(received, l.sent) // nothing unsent can have arrived
+	if received <= l.base {
+		l.mu.Unlock()
 		return
 	}
+	k := min(received-l.base, uint64(l.unconfirmed.len()))
+	l.bytes -= l.unconfirmed.pop(int(k))
+	l.base = received
+	l.recv.Store(received)
+	waiters := l.waiters
+	l.waiters = nil
+	l.mu.Unlock()
+	for _, w := range waiters {
+		w.wake()
+	}
+}
+
+// await registers w to be woken when this link confirms up to num or ends;
+// it reports true when that has already happened.
+func (l *link) await(w *link, num uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.recv.Load() >= num || l.settled.Load() {
+		return true
+	}
+	if !slices.Contains(l.waiters, w) {
+		l.waiters = append(l.waiters, w)
+	}
+	return false
+}
+
+// fail records that the publish seq on this link failed; it goes out with
+// the ack that covers it.
+func (l *link) fail(seq uint64, msg string) {
+	l.mu.Lock()
+	l.failed = append(l.failed, &sccv1.OpError{Seq: seq, Message: msg})
 	l.mu.Unlock()
 	l.wake()
 }
@@ -333,11 +454,22 @@ func (l *link) wake() {
 
 // sendLoop is the only caller of stream.Send for this link.
 func (s *Server) sendLoop(ctx context.Context, stream sccv1.Broker_LinkServer, l *link) error {
+	t := time.NewTicker(heartbeat)
+	defer t.Stop()
+	lastSend := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-l.signal:
+		case <-t.C:
+			if time.Since(lastSend) >= heartbeat {
+				if err := stream.Send(&sccv1.LinkResponse{}); err != nil {
+					return err
+				}
+				lastSend = time.Now()
+			}
+			continue
 		}
 		for {
 			l.mu.Lock()
@@ -358,37 +490,89 @@ func (s *Server) sendLoop(ctx context.Context, stream sccv1.Broker_LinkServer, l
 			if len(l.queue) == 0 {
 				l.queue = nil
 			}
-			for _, d := range batch {
-				l.bytes -= len(d.Channel) + len(d.Data) + 8
+			if !l.confirms { // a confirming link counts them until confirmed
+				for _, d := range batch {
+					l.bytes -= len(d.Channel) + len(d.Data) + 8
+				}
 			}
 			l.sent += uint64(n)
 			var acked uint64
+			var blocked need
+			var isBlocked bool
 			k := 0
 			for k < len(l.acks) && l.acks[k].enq <= l.sent {
+				if blocked, isBlocked = l.acks[k].blockedOn(); isBlocked {
+					break
+				}
 				acked = l.acks[k].seq
 				k++
 			}
 			l.acks = l.acks[k:]
-			failed := l.failed
-			l.failed = nil
+			var failed []*sccv1.OpError
+			if acked != 0 {
+				failed = l.takeFailed(acked)
+			}
 			l.mu.Unlock()
 			if n == 0 && acked == 0 {
+				if isBlocked && blocked.l.await(l, blocked.num) {
+					continue // confirmed meanwhile
+				}
 				break
 			}
 			resp := &sccv1.LinkResponse{Deliveries: batch, Failed: failed, Acked: acked}
 			if err := stream.Send(resp); err != nil {
 				return err
 			}
+			lastSend = time.Now()
 		}
 	}
 }
 
-// drop removes a finished link's subscriptions.
+// takeFailed removes and returns the failures of operations up to acked
+// (a failure can be recorded before its batch's ack is queued). The
+// caller holds l.mu.
+func (l *link) takeFailed(acked uint64) []*sccv1.OpError {
+	var out []*sccv1.OpError
+	keep := l.failed[:0]
+	for _, f := range l.failed {
+		if f.Seq <= acked {
+			out = append(out, f)
+		} else {
+			keep = append(keep, f)
+		}
+	}
+	clear(l.failed[len(keep):])
+	l.failed = keep
+	return out
+}
+
+// errUnconfirmed fails a publish whose delivery a worker never confirmed.
+const errUnconfirmed = "broker: a subscribed worker's link ended before it confirmed the delivery"
+
+// drop removes a finished link's subscriptions and fails every publish
+// whose delivery it had not confirmed.
 func (s *Server) drop(l *link) {
 	l.mu.Lock()
 	l.closed = true
 	l.queue = nil
+	unconfirmed := l.unconfirmed.take()
 	l.mu.Unlock()
+	for _, o := range unconfirmed {
+		if o.seq != 0 {
+			o.from.fail(o.seq, errUnconfirmed)
+		}
+	}
+	if len(unconfirmed) > 0 {
+		s.m.unconfirmed.Add(float64(len(unconfirmed)))
+	}
+	l.mu.Lock()
+	l.settled.Store(true)
+	waiters := l.waiters
+	l.waiters = nil
+	l.mu.Unlock()
+	for _, w := range waiters {
+		w.wake()
+	}
 	s.mu.Lock()
 	delete(s.links, l)
 	for ch := range l.subs {

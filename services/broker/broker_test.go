@@ -151,3 +151,131 @@ func TestSlowLinkIsCut(t *testing.T) {
 		t.Fatalf("%d links left", srv.Links())
 	}
 }
+
+// recvAck reads responses until one carries an ack (heartbeats and
+// deliveries are skipped), or fails the test after within.
+func recvAck(t *testing.T, l sccv1.Broker_LinkClient, within time.Duration) *sccv1.LinkResponse {
+	t.Helper()
+	got := make(chan *sccv1.LinkResponse, 1)
+	go func() {
+		for {
+			r, err := l.Recv()
+			if err != nil {
+				close(got)
+				return
+			}
+			if r.Acked != 0 {
+				got <- r
+				return
+			}
+		}
+	}()
+	select {
+	case r, ok := <-got:
+		if !ok {
+			t.Fatal("link ended before an ack")
+		}
+		return r
+	case <-time.After(within):
+		t.Fatalf("no ack within %v", within)
+		return nil
+	}
+}
+
+// A publish's ack waits until the confirming worker it was delivered to
+// has counted it; when that worker's link ends first, the publish fails
+// (and a later publish, to a channel nobody has, is acked behind it).
+func TestAckWaitsForConfirmation(t *testing.T) {
+	_, c := serve(t, broker.Config{})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sub, err := c().Link(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.Send(&sccv1.LinkRequest{WorkerId: "sub", Confirms: true,
+		Ops: []*sccv1.Op{op(sccv1.OpKind_OP_KIND_SUBSCRIBE, "x", "", 1)}})
+	if r, err := sub.Recv(); err != nil || r.Acked != 1 {
+		t.Fatalf("subscribe ack: %v %v", r, err)
+	}
+	pub := link(t, c, "pub")
+
+	_ = pub.Send(&sccv1.LinkRequest{Ops: []*sccv1.Op{op(sccv1.OpKind_OP_KIND_PUBLISH, "x", "1", 1)}})
+	if r, err := sub.Recv(); err != nil || len(r.Deliveries) != 1 {
+		t.Fatalf("delivery: %v %v", r, err)
+	}
+	acks := make(chan *sccv1.LinkResponse, 1)
+	go func() { acks <- recvAck(t, pub, 10*time.Second) }()
+	select {
+	case r := <-acks:
+		t.Fatalf("acked before the subscriber's worker confirmed: %v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	_ = sub.Send(&sccv1.LinkRequest{Received: 1})
+	if r := <-acks; r.Acked != 1 || len(r.Failed) != 0 {
+		t.Fatalf("after the confirmation: %v", r)
+	}
+
+	// Delivered, never confirmed, then the subscriber's link is lost.
+	_ = pub.Send(&sccv1.LinkRequest{Ops: []*sccv1.Op{op(sccv1.OpKind_OP_KIND_PUBLISH, "x", "2", 2)}})
+	_ = pub.Send(&sccv1.LinkRequest{Ops: []*sccv1.Op{op(sccv1.OpKind_OP_KIND_PUBLISH, "nobody", "3", 3)}})
+	if r, err := sub.Recv(); err != nil || len(r.Deliveries) != 1 {
+		t.Fatalf("delivery: %v %v", r, err)
+	}
+	go func() { acks <- recvAck(t, pub, 10*time.Second) }()
+	select {
+	case r := <-acks:
+		t.Fatalf("acked with the subscriber's worker silent: %v", r)
+	case <-time.After(300 * time.Millisecond):
+	}
+	cancel()
+	r := <-acks
+	if r.Acked != 3 || len(r.Failed) != 1 || r.Failed[0].Seq != 2 || !strings.Contains(r.Failed[0].Message, "confirmed") {
+		t.Fatalf("after the subscriber's link ended: %v", r)
+	}
+}
+
+// A worker that confirms nothing cannot hold what the broker keeps for it
+// past the queue limit: its link is cut and the publishes fail.
+func TestUnconfirmedBounded(t *testing.T) {
+	srv, c := serve(t, broker.Config{MaxLinkQueueBytes: 64 << 10})
+	sub, err := c().Link(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = sub.Send(&sccv1.LinkRequest{WorkerId: "sub", Confirms: true,
+		Ops: []*sccv1.Op{op(sccv1.OpKind_OP_KIND_SUBSCRIBE, "x", "", 1)}})
+	go func() { // reads everything, confirms nothing
+		for {
+			if _, err := sub.Recv(); err != nil {
+				return
+			}
+		}
+	}()
+	pub := link(t, c, "pub")
+	payload := strings.Repeat("p", 1000)
+	for i := uint64(1); i <= 100; i++ { // 100 KB: past the 64 KB limit
+		_ = pub.Send(&sccv1.LinkRequest{Ops: []*sccv1.Op{op(sccv1.OpKind_OP_KIND_PUBLISH, "x", payload, i)}})
+	}
+	failed := map[uint64]bool{}
+	var acked uint64
+	for acked < 100 {
+		r := recvAck(t, pub, 10*time.Second)
+		acked = r.Acked
+		for _, f := range r.Failed {
+			failed[f.Seq] = true
+		}
+	}
+	// Every publish failed: none was confirmed, and the link was cut
+	// (those after the cut were not delivered to it, and are acked).
+	cut := 0
+	for i := uint64(1); i <= 100 && failed[i]; i++ {
+		cut++
+	}
+	if cut < 60 || cut > 70 || len(failed) != cut {
+		t.Fatalf("%d publishes failed (%d in a row from the first), want the ~65 within the limit", len(failed), cut)
+	}
+	if srv.Links() != 1 {
+		t.Fatalf("%d links, want the publisher's only", srv.Links())
+	}
+}

@@ -16,8 +16,10 @@ import (
 // second link subscribed to one channel, with a ring set or not. Nothing
 // may panic; the channel table and each link's subscriptions must agree;
 // the ack is the batch's highest sequence number; every publish the
-// broker accepts reaches each subscribed link once; and dropping the
-// links leaves no channel behind.
+// broker accepts reaches each subscribed link once; when that link
+// confirms deliveries (the fuzzer's bytes say whether) and is dropped
+// without confirming, every such publish fails; and dropping the links
+// leaves no channel behind.
 func FuzzApply(f *testing.F) {
 	seed := func(ops ...*sccv1.Op) []byte {
 		b, _ := proto.Marshal(&sccv1.LinkRequest{WorkerId: "w", Ops: ops})
@@ -48,6 +50,7 @@ func FuzzApply(f *testing.F) {
 			return l
 		}
 		other := newLink()
+		other.confirms = req.Confirms
 		s.apply(other, []*sccv1.Op{{Kind: sccv1.OpKind_OP_KIND_SUBSCRIBE, Channel: "shared", Seq: 1}})
 		l := newLink()
 		s.apply(l, req.Ops)
@@ -102,6 +105,7 @@ func FuzzApply(f *testing.F) {
 				notOwner++
 			}
 		}
+
 		// (A batch without sequence numbers asks for no answer: its
 		// refusals go unreported, as its ack does.)
 		if maxSeq != 0 && notOwner != refused {
@@ -110,8 +114,24 @@ func FuzzApply(f *testing.F) {
 		if got := len(other.queue); got != want {
 			t.Fatalf("the other link got %d deliveries of \"shared\", want %d", got, want)
 		}
-		s.drop(l)
+		before := len(l.failed)
 		s.drop(other)
+		// A confirming link lost before confirming fails each publish
+		// (with a sequence number) it was owed.
+		unconfirmed := len(l.failed) - before
+		owed := 0
+		if other.confirms {
+			for _, op := range req.Ops {
+				if op.Kind == sccv1.OpKind_OP_KIND_PUBLISH && op.Channel == "shared" && op.Seq != 0 &&
+					!(ring && op.Epoch < 2 && r.Owner(op.Channel) != "b1") {
+					owed++
+				}
+			}
+		}
+		if unconfirmed != owed {
+			t.Fatalf("%d publishes failed when the subscriber's link was lost, want %d", unconfirmed, owed)
+		}
+		s.drop(l)
 		if len(s.channels) != 0 || len(s.links) != 0 {
 			t.Fatalf("after both links left: %d channels, %d links", len(s.channels), len(s.links))
 		}

@@ -9,6 +9,7 @@ type metrics struct {
 	slowLinks   prometheus.Counter
 	notOwner    prometheus.Counter
 	silentLinks prometheus.Counter
+	unconfirmed prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -31,9 +32,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		silentLinks: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "broker", Name: "silent_links_total", Help: "Links cut because nothing came from their worker for the link timeout.",
 		}),
+		unconfirmed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "deliveries_unconfirmed_total", Help: "Deliveries whose worker's link ended before it confirmed them (their publishes failed).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner, m.silentLinks)
+		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner, m.silentLinks, m.unconfirmed)
 	}
 	return m
 }

@@ -2,10 +2,12 @@ package edge_test
 
 // Holders: helper processes of this test binary that hold client sockets
 // for the tests that need more of them than one process may open (20,000
-// files here). A holder connects its clients, subscribes each to a
-// channel, prints "ready", then answers "report" lines on its stdin with
-// what its clients received since the last report; it exits (the kernel
-// closes every socket at once) when its stdin closes.
+// files here). A holder connects its clients (when told to wait, only once
+// a line comes on its stdin), subscribes each to a channel (if there are
+// channels), prints "ready" with when it began and ended dialing, then
+// answers "report" lines on its stdin with what its clients received
+// since the last report; it exits (the kernel closes every socket at once)
+// when its stdin closes.
 
 import (
 	"bufio"
@@ -38,14 +40,16 @@ func TestMain(m *testing.M) {
 }
 
 // holdSpec is what one holder holds: clients first..first+n-1 (global
-// numbers), client g on urls[g%len(urls)] and channel prefix+(g%channels),
-// dialing from the loopback address source (empty: any).
+// numbers), client g on urls[g%len(urls)] and channel prefix+(g%channels)
+// (none when channels is 0), dialing from the loopback address source
+// (empty: any), after a "go" line if wait.
 type holdSpec struct {
 	urls     []string
 	first, n int
 	channels int
 	prefix   string
 	source   string
+	wait     bool
 }
 
 // holdReport is a holder's answer to "report".
@@ -75,9 +79,15 @@ func holdMain(urls []string) int {
 	counts := make([]atomic.Int64, n)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	in := bufio.NewScanner(os.Stdin)
+	if os.Getenv("SCC_HOLD_WAIT") != "" {
+		fmt.Println("waiting")
+		in.Scan()
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 64)
+	start := time.Now()
 	for j := 0; j < n; j++ {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -89,6 +99,9 @@ func holdMain(urls []string) int {
 			c.OnDisconnect(func(*client.CloseError) { dropped.Add(1) })
 			if err := c.Connect(ctx); err != nil {
 				errs <- err
+				return
+			}
+			if chans == 0 {
 				return
 			}
 			// A message's data is its publish time in unix nanoseconds.
@@ -107,14 +120,14 @@ func holdMain(urls []string) int {
 		}()
 	}
 	wg.Wait()
+	end := time.Now()
 	close(errs)
 	if err := <-errs; err != nil {
 		fmt.Fprintln(os.Stderr, "holder:", err)
 		return 1
 	}
 	dropped.Store(0)
-	fmt.Println("ready")
-	in := bufio.NewScanner(os.Stdin)
+	fmt.Println("ready", start.UnixNano(), end.UnixNano())
 	for in.Scan() {
 		var r holdReport
 		for j := range counts {
@@ -151,6 +164,9 @@ func startHolder(t *testing.T, s holdSpec) *holder {
 	cmd.Env = append(os.Environ(), "SCC_HOLD_URLS="+strings.Join(s.urls, ","), fmt.Sprint("SCC_HOLD_N=", s.n),
 		fmt.Sprint("SCC_HOLD_FIRST=", s.first), fmt.Sprint("SCC_HOLD_CHANNELS=", s.channels),
 		"SCC_HOLD_PREFIX="+s.prefix, "SCC_HOLD_SOURCE="+s.source)
+	if s.wait {
+		cmd.Env = append(cmd.Env, "SCC_HOLD_WAIT=1")
+	}
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr
@@ -158,16 +174,34 @@ func startHolder(t *testing.T, s holdSpec) *holder {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	return &holder{spec: s, cmd: cmd, in: in, w: bufio.NewWriter(in), out: bufio.NewReaderSize(out, 1<<20)}
+	h := &holder{spec: s, cmd: cmd, in: in, w: bufio.NewWriter(in), out: bufio.NewReaderSize(out, 1<<20)}
+	if s.wait {
+		if line, _ := h.out.ReadString('\n'); line != "waiting\n" {
+			t.Fatalf("holder of clients %d-%d: %q", s.first, s.first+s.n-1, line)
+		}
+	}
+	return h
+}
+
+// dial tells a holder started with wait to begin.
+func (h *holder) dial(t *testing.T) {
+	h.w.WriteString("go\n")
+	if err := h.w.Flush(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // ready waits (the holder gives up after 5 minutes) until every client of
-// the holder is connected and subscribed.
-func (h *holder) ready(t *testing.T) {
+// the holder is connected and subscribed, and returns when it began and
+// ended dialing.
+func (h *holder) ready(t *testing.T) (start, end time.Time) {
 	t.Helper()
-	if line, _ := h.out.ReadString('\n'); line != "ready\n" {
+	line, _ := h.out.ReadString('\n')
+	var s, e int64
+	if _, err := fmt.Sscanf(line, "ready %d %d\n", &s, &e); err != nil {
 		t.Fatalf("holder of clients %d-%d: %q", h.spec.first, h.spec.first+h.spec.n-1, line)
 	}
+	return time.Unix(0, s), time.Unix(0, e)
 }
 
 // report asks the holder what its clients received since the last report.

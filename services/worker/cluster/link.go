@@ -47,7 +47,20 @@ type link struct {
 	lastPub uint64 // seq of the last publish queued
 	pending []pendingOp
 	up      bool
+
+	// received counts the deliveries the current stream has brought (each
+	// handed to the hub); the sender reports it back, and the broker holds
+	// a publish's ack until every worker it went to has counted it.
+	received atomic.Uint64
+	// confirmArmed: a timer will wake the sender to report received alone
+	// if no batch of operations has carried it by then.
+	confirmArmed atomic.Bool
 }
+
+// confirmDelay is how long a count of deliveries received may wait to ride
+// on a batch of operations before it is sent alone: under load it rides
+// (no message of its own), idle it costs acks this much latency.
+const confirmDelay = time.Millisecond
 
 type pendingOp struct {
 	seq     uint64
@@ -121,10 +134,7 @@ func (l *link) queue(kind sccv1.OpKind, ch string, data []byte, done func(error)
 	depth := len(l.ops)
 	l.mu.Unlock()
 	l.c.m.queueDepth.WithLabelValues(l.id).Set(float64(depth))
-	select {
-	case l.signal <- struct{}{}:
-	default:
-	}
+	l.wake()
 	return true
 }
 
@@ -187,7 +197,8 @@ func (l *link) session() error {
 	if err != nil {
 		return err
 	}
-	if err := stream.Send(&sccv1.LinkRequest{WorkerId: l.c.cfg.ID}); err != nil {
+	l.received.Store(0)
+	if err := stream.Send(&sccv1.LinkRequest{WorkerId: l.c.cfg.ID, Confirms: true}); err != nil {
 		return err
 	}
 	l.mu.Lock()
@@ -202,6 +213,7 @@ func (l *link) session() error {
 	silent := make(chan struct{})
 	go l.watch(ctx, cancel, &heard, silent)
 	var recvErr error
+	var received uint64
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -217,6 +229,13 @@ func (l *link) session() error {
 		for _, d := range resp.Deliveries {
 			l.c.deliver(d.Channel, d.Data)
 		}
+		if len(resp.Deliveries) > 0 {
+			received += uint64(len(resp.Deliveries))
+			l.received.Store(received)
+			if !l.confirmArmed.Swap(true) {
+				time.AfterFunc(confirmDelay, func() { l.confirmArmed.Store(false); l.wake() })
+			}
+		}
 		if resp.Acked != 0 {
 			l.settle(resp.Acked, resp.Failed)
 		}
@@ -227,12 +246,12 @@ func (l *link) session() error {
 	return recvErr
 }
 
-// watch sends a sync each second nothing came from the broker or nothing
-// went to it (so both ends hear from each other at least that often), and
-// cuts the session (closing silent) when nothing has come for
+// watch sends a sync each half second nothing came from the broker or
+// nothing went to it (so both ends hear from each other at least that
+// often), and cuts the session (closing silent) when nothing has come for
 // Config.LinkTimeout.
 func (l *link) watch(ctx context.Context, cut context.CancelFunc, heard *atomic.Int64, silent chan struct{}) {
-	every := min(time.Second, l.c.cfg.LinkTimeout/3)
+	every := min(500*time.Millisecond, l.c.cfg.LinkTimeout/3)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	sent := l.lastOp()
@@ -256,7 +275,17 @@ func (l *link) watch(ctx context.Context, cut context.CancelFunc, heard *atomic.
 	}
 }
 
+func (l *link) wake() {
+	select {
+	case l.signal <- struct{}{}:
+	default:
+	}
+}
+
+// sendLoop sends the queued operations in batches, each with the count of
+// deliveries received (alone when there is nothing else to send).
 func (l *link) sendLoop(ctx context.Context, stream sccv1.Broker_LinkClient) error {
+	var confirmed uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -285,12 +314,14 @@ func (l *link) sendLoop(ctx context.Context, stream sccv1.Broker_LinkClient) err
 				l.ops = nil
 			}
 			l.mu.Unlock()
-			if n == 0 {
+			received := l.received.Load()
+			if n == 0 && received == confirmed {
 				break
 			}
-			if err := stream.Send(&sccv1.LinkRequest{Ops: batch}); err != nil {
+			if err := stream.Send(&sccv1.LinkRequest{Ops: batch, Received: received}); err != nil {
 				return err
 			}
+			confirmed = received
 		}
 		l.c.m.queueDepth.WithLabelValues(l.id).Set(0)
 	}
@@ -312,16 +343,23 @@ func (l *link) settle(acked uint64, failed []*sccv1.OpError) {
 	done := l.pending[:k:k]
 	l.pending = l.pending[k:]
 	l.mu.Unlock()
+	// A publish can fail more than once (a worker lost, and another):
+	// the first reason is kept.
+	var bySeq map[uint64]*sccv1.OpError
+	if len(failed) > 0 {
+		bySeq = make(map[uint64]*sccv1.OpError, len(failed))
+		for _, f := range failed {
+			if _, ok := bySeq[f.Seq]; !ok {
+				bySeq[f.Seq] = f
+			}
+		}
+	}
 	for _, p := range done {
 		var err error
-		for _, f := range failed {
-			if f.Seq != p.seq {
-				continue
-			}
+		if f := bySeq[p.seq]; f != nil {
 			if f.NotOwner && p.publish {
 				l.c.reroute(p.channel, p.data, p.done, p.since)
-				p.done = nil
-				break
+				continue
 			}
 			err = errors.New(f.Message)
 		}

@@ -42,12 +42,12 @@ func (p *peers) otherReady(self string) bool {
 	return false
 }
 
-// watchPartition checks twice a second for a ring broker whose link has
+// watchPartition checks four times a second for a ring broker whose link has
 // been down for Config.PartitionAfter, and calls Config.OnPartition once
 // per such episode when another worker is ready.
 func (c *Cluster) watchPartition() {
 	defer c.applied.Done()
-	t := time.NewTicker(500 * time.Millisecond)
+	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
 	downSince := map[string]time.Time{}
 	handed := false
