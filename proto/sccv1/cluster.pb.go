@@ -978,9 +978,13 @@ func (x *Delivery) GetData() []byte {
 	return nil
 }
 
+// A response with nothing in it is the broker's heartbeat (sent after a
+// quiet second).
 type LinkResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// acked is the highest seq done, in order; every op up to it is done.
+	// acked is the highest seq done, in order; every op up to it is done. A
+	// publish is done once every other confirming worker it was delivered to
+	// has counted it (LinkRequest.received), or it is listed in failed.
 	Acked      uint64      `protobuf:"varint,1,opt,name=acked,proto3" json:"acked,omitempty"`
 	Deliveries []*Delivery `protobuf:"bytes,2,rep,name=deliveries,proto3" json:"deliveries,omitempty"`
 	// failed lists seqs up to acked that failed, with why.

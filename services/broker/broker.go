@@ -414,6 +414,12 @@ func (l *link) confirm(received uint64) {
 	l.bytes -= l.unconfirmed.pop(int(k))
 	l.base = received
 	l.recv.Store(received)
+	l.unlockAndWake()
+}
+
+// unlockAndWake releases l.mu (held by the caller) and wakes the links
+// whose acks were waiting on this one.
+func (l *link) unlockAndWake() {
 	waiters := l.waiters
 	l.waiters = nil
 	l.mu.Unlock()
@@ -567,12 +573,7 @@ func (s *Server) drop(l *link) {
 	}
 	l.mu.Lock()
 	l.settled.Store(true)
-	waiters := l.waiters
-	l.waiters = nil
-	l.mu.Unlock()
-	for _, w := range waiters {
-		w.wake()
-	}
+	l.unlockAndWake()
 	s.mu.Lock()
 	delete(s.links, l)
 	for ch := range l.subs {
