@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SCC_CONNECTIONS=${SCC_CONNECTIONS:-100000} SCC_CONNECTIONS_DOC="$PWD/docs/reliability.md" \
   go test -count=1 -timeout 20m -v -run TestManyConnections ./test/edge/ "$@" \
-  | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|connections:'
+  | grep -E '^(=== RUN|--- |PASS|FAIL|ok)|_test.go:'

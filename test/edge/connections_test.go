@@ -24,10 +24,15 @@ import (
 // workerSample is what the test reads of every worker at one moment.
 type workerSample struct{ conns, rss, heap, cpu float64 }
 
+// sampleWorkers reads every worker's metrics; a worker too busy to answer
+// within Scrape's 2 s (a saturated machine) is asked again.
 func sampleWorkers(bases []string) workerSample {
 	var s workerSample
 	for _, b := range bases {
 		m := testutil.Scrape(b + "/metrics")
+		for try := 0; try < 5 && len(m) == 0; try++ {
+			m = testutil.Scrape(b + "/metrics")
+		}
 		s.conns += m["scc_worker_connections"]
 		s.rss += m["process_resident_memory_bytes"]
 		s.heap += m["go_memstats_heap_inuse_bytes"]
