@@ -184,8 +184,12 @@ func startHolder(t *testing.T, s holdSpec) *holder {
 }
 
 // dial tells a holder started with wait to begin.
-func (h *holder) dial(t *testing.T) {
-	h.w.WriteString("go\n")
+func (h *holder) dial(t *testing.T) { h.send(t, "go") }
+
+// send writes one line to the holder's stdin.
+func (h *holder) send(t *testing.T, line string) {
+	t.Helper()
+	h.w.WriteString(line + "\n")
 	if err := h.w.Flush(); err != nil {
 		t.Fatal(err)
 	}
@@ -207,10 +211,7 @@ func (h *holder) ready(t *testing.T) (start, end time.Time) {
 // report asks the holder what its clients received since the last report.
 func (h *holder) report(t *testing.T) holdReport {
 	t.Helper()
-	h.w.WriteString("report\n")
-	if err := h.w.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	h.send(t, "report")
 	line, err := h.out.ReadString('\n')
 	if err != nil {
 		t.Fatalf("holder report: %v", err)

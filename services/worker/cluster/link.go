@@ -213,7 +213,6 @@ func (l *link) session() error {
 	silent := make(chan struct{})
 	go l.watch(ctx, cancel, &heard, silent)
 	var recvErr error
-	var received uint64
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
@@ -230,8 +229,7 @@ func (l *link) session() error {
 			l.c.deliver(d.Channel, d.Data)
 		}
 		if len(resp.Deliveries) > 0 {
-			received += uint64(len(resp.Deliveries))
-			l.received.Store(received)
+			l.received.Add(uint64(len(resp.Deliveries)))
 			if !l.confirmArmed.Swap(true) {
 				time.AfterFunc(confirmDelay, func() { l.confirmArmed.Store(false); l.wake() })
 			}
