@@ -25,10 +25,13 @@ import (
 // grows as its bytes arrive: a header that declares a megabyte and sends
 // nothing costs nothing.
 type Reader struct {
-	c     *Conn
-	nc    net.Conn
-	raw   syscall.RawConn // nil when nc is not a plain socket (TLS)
-	limit int64
+	c   *Conn
+	nc  net.Conn
+	raw syscall.RawConn // nil when nc is not a plain socket (TLS)
+	// waiter, when nc has one, is waited on before a read takes the
+	// buffer (a tunnel stream: an idle one then holds no buffer either).
+	waiter interface{ WaitReadable() error }
+	limit  int64
 
 	bp   *[]byte // pooled buffer, held only while it has unread bytes
 	r, w int     // unread bytes are (*bp)[r:w]
@@ -60,6 +63,9 @@ func newReader(c *Conn, limit int64) *Reader {
 			rd.raw = raw
 			rd.readFn = rd.sysRead
 		}
+	}
+	if w, ok := rd.nc.(interface{ WaitReadable() error }); ok {
+		rd.waiter = w
 	}
 	return rd
 }
@@ -139,6 +145,14 @@ func (rd *Reader) read(p []byte) (int, error) {
 		return rd.n, rd.err
 	}
 	if p == nil {
+		if rd.waiter != nil {
+			rd.release()
+			if rd.bp == nil {
+				if err := rd.waiter.WaitReadable(); err != nil {
+					return 0, err
+				}
+			}
+		}
 		if rd.bp == nil {
 			rd.bp = readBufs.Get().(*[]byte)
 		}

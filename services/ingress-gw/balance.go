@@ -7,6 +7,7 @@ package gateway
 import (
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
@@ -18,6 +19,7 @@ import (
 // that index counters by position).
 type backend struct {
 	id, addr string
+	noTunnel atomic.Bool // it answered a tunnel session with 404: an older worker
 
 	// guarded by balancer.mu
 	reported     int64 // open sockets in the worker's last report

@@ -89,6 +89,11 @@ type Config struct {
 	// Retries is how many other workers an upgrade tries when one cannot
 	// be dialled or is draining. Default 2.
 	Retries int
+	// DisableTunnels gives every plain client connection a socket of its
+	// own to its worker. Default false: the clients going to a worker
+	// share a few tunnel sessions (internal/tunnel), one per relay loop,
+	// opened with GRPC.Token. TLS clients always get their own socket.
+	DisableTunnels bool
 
 	// DrainDelay is how long a stopping gateway keeps serving while it
 	// reports itself unready, before it asks workers to close its
@@ -214,6 +219,10 @@ func Start(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: relay: %w", err)
 	}
 	g.relays = rl
+	_ = reg.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "scc", Subsystem: "gateway", Name: "tunnel_sessions",
+		Help: "Tunnel sessions open to workers (each carries many clients' connections).",
+	}, func() float64 { return float64(g.TunnelSessions()) }))
 	g.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			b := pr.In.Context().Value(backendKey{}).(*backend)
@@ -292,6 +301,9 @@ func Start(cfg Config) (*Gateway, error) {
 	}
 	return g, nil
 }
+
+// TunnelSessions is the number of tunnel sessions open to workers.
+func (g *Gateway) TunnelSessions() int { return g.relays.sessionsCount() }
 
 // Addr is the address the gateway serves.
 func (g *Gateway) Addr() net.Addr { return g.ln.Addr() }

@@ -31,15 +31,17 @@ const relayBuf = 64 << 10
 // other end that this socket could not take yet.
 type side struct {
 	fd      int
-	peer    *side
-	t       *tunnel
-	in      bool   // reading this side counts as client-to-worker bytes
-	pending []byte // waiting to be written to fd
-	eof     bool   // fd's read side has ended
-	events  uint32 // registered with epoll
+	peer    *side    // the other socket of a tunnel (t)
+	t       *pair    // nil for the two kinds below
+	st      *stream  // a client carried on a session's stream
+	sess    *session // a tunnel session to a worker
+	in      bool     // reading this side counts as client-to-worker bytes
+	pending []byte   // waiting to be written to fd
+	eof     bool     // fd's read side has ended
+	events  uint32   // registered with epoll
 }
 
-type tunnel struct {
+type pair struct {
 	client, worker side
 	halfAt         time.Time // when one side first ended
 	done           func()
@@ -53,7 +55,11 @@ type relay struct {
 	out   *counter
 	mu    sync.Mutex
 	sides []*side // by fd (descriptors are small numbers: a slice beats a map)
-	n     int     // tunnels
+	n     int     // clients (tunnels and streams)
+
+	sessions map[string]*session      // by worker address
+	dialing  map[string]chan struct{} // sessions being dialled
+	dirty    []*session               // sessions with frames to write
 }
 
 type counter struct{ n atomic.Int64 }
@@ -83,7 +89,7 @@ func newRelays(in, out func(int64)) (*relays, error) {
 			return nil, err
 		}
 		r := &relay{epfd: epfd, file: os.NewFile(uintptr(epfd), "relay-epoll"), buf: make([]byte, relayBuf),
-			in: &counter{}, out: &counter{}}
+			in: &counter{}, out: &counter{}, sessions: make(map[string]*session), dialing: make(map[string]chan struct{})}
 		rs.loops = append(rs.loops, r)
 		go r.run(in, out)
 	}
@@ -167,7 +173,7 @@ func (rs *relays) add(client, worker net.Conn, done func()) error {
 		syscall.Close(cfd)
 		return err
 	}
-	t := &tunnel{done: done}
+	t := &pair{done: done}
 	t.client = side{fd: cfd, t: t, in: true}
 	t.worker = side{fd: wfd, t: t}
 	t.client.peer, t.worker.peer = &t.worker, &t.client
@@ -176,9 +182,7 @@ func (rs *relays) add(client, worker net.Conn, done func()) error {
 	t.worker.events = t.client.events
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if need := max(cfd, wfd) + 1; need > len(r.sides) {
-		r.sides = append(r.sides, make([]*side, need-len(r.sides)+need/2)...)
-	}
+	r.grow(max(cfd, wfd))
 	r.sides[cfd], r.sides[wfd] = &t.client, &t.worker
 	r.n++
 	for _, s := range []*side{&t.client, &t.worker} {
@@ -215,9 +219,11 @@ func (r *relay) run(in, out func(int64)) {
 				r.handle(s, ev.Events)
 			}
 		}
+		r.flushDirty() // the frames the events queued leave in one write per session
 		if now.Sub(lastSweep) >= time.Second {
 			lastSweep = now
 			r.sweep(now)
+			r.sweepSessions(now)
 			_ = r.file.SetReadDeadline(now.Add(time.Second))
 		}
 		r.mu.Unlock()
@@ -236,6 +242,14 @@ func (r *relay) run(in, out func(int64)) {
 
 // handle serves one side's readiness. r.mu is held.
 func (r *relay) handle(s *side, ev uint32) {
+	if s.sess != nil {
+		r.sessionEvent(s.sess, ev)
+		return
+	}
+	if s.st != nil {
+		r.clientEvent(s, ev)
+		return
+	}
 	t := s.t
 	if ev&syscall.EPOLLERR != 0 {
 		r.teardown(t)
@@ -345,7 +359,7 @@ func (r *relay) setEvents(s *side, ev uint32) {
 
 // ended notes a side's end: both ended (and flushed) closes the tunnel;
 // one ended starts the half-close grace.
-func (r *relay) ended(t *tunnel) {
+func (r *relay) ended(t *pair) {
 	if t.client.eof && t.worker.eof {
 		r.teardown(t)
 		return
@@ -358,7 +372,7 @@ func (r *relay) ended(t *tunnel) {
 // sweep closes tunnels half-closed for longer than halfCloseGrace.
 func (r *relay) sweep(now time.Time) {
 	for _, s := range r.sides {
-		if s != nil && s.in && !s.t.halfAt.IsZero() && now.Sub(s.t.halfAt) > halfCloseGrace {
+		if s != nil && s.t != nil && s.in && !s.t.halfAt.IsZero() && now.Sub(s.t.halfAt) > halfCloseGrace {
 			r.teardown(s.t)
 		}
 	}
@@ -372,7 +386,7 @@ func (r *relay) side(fd int) *side {
 }
 
 // teardown closes both sides (closing removes them from epoll) once.
-func (r *relay) teardown(t *tunnel) {
+func (r *relay) teardown(t *pair) {
 	if r.side(t.client.fd) != &t.client {
 		return // already
 	}

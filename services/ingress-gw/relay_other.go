@@ -5,6 +5,9 @@ package gateway
 import (
 	"errors"
 	"net"
+	"net/http"
+
+	"github.com/scc-k8s/scc/internal/tunnel"
 )
 
 // relays exist on Linux only; elsewhere every tunnel is pumped by
@@ -20,3 +23,10 @@ func (rs *relays) add(client, worker net.Conn, done func()) error {
 func (rs *relays) shutdownAll() int { return 0 }
 
 func (rs *relays) close() {}
+
+func (rs *relays) sessionsCount() int { return 0 } // nil on this system
+
+// serveTunneled: tunnels live in the relay loops, so not here.
+func (g *Gateway) serveTunneled(w http.ResponseWriter, r *http.Request, b *backend, ip string) (bool, error) {
+	return false, tunnel.ErrUnsupported
+}

@@ -5,11 +5,14 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/scc-k8s/scc/internal/tunnel"
 )
 
 // isUpgrade reports a WebSocket upgrade request.
@@ -60,6 +63,20 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, ip string
 		if attempt > 0 {
 			g.m.retries.Inc()
 		}
+		if g.relays != nil && !g.tls && !g.cfg.DisableTunnels && !b.noTunnel.Load() {
+			served, err := g.serveTunneled(w, r, b, ip)
+			switch {
+			case err == nil:
+				return served
+			case errors.Is(err, tunnel.ErrUnsupported): // an older worker: a socket of its own
+				b.noTunnel.Store(true)
+			default:
+				g.log.Debug("worker upgrade failed; trying another", "worker", b.id, "err", err)
+				g.bal.done(b)
+				tried = append(tried, b)
+				continue
+			}
+		}
 		wc, br, resp, err := g.dialUpgrade(r, b, ip)
 		if err != nil {
 			g.log.Debug("worker upgrade failed; trying another", "worker", b.id, "err", err)
@@ -101,6 +118,24 @@ func (g *Gateway) dialUpgrade(r *http.Request, b *backend, ip string) (net.Conn,
 		return nil, nil, nil, err
 	}
 	_ = wc.SetDeadline(time.Now().Add(g.cfg.DialTimeout))
+	if _, err := wc.Write(g.upgradeRequest(r, ip)); err != nil {
+		wc.Close()
+		return nil, nil, nil, err
+	}
+	br := bufio.NewReaderSize(wc, 2048)
+	resp, err := http.ReadResponse(br, r)
+	if err != nil {
+		wc.Close()
+		return nil, nil, nil, err
+	}
+	_ = wc.SetDeadline(time.Time{})
+	return wc, br, resp, nil
+}
+
+// upgradeRequest is the client's upgrade request as the worker gets it:
+// what the client claimed about proxies replaced by what the gateway
+// knows.
+func (g *Gateway) upgradeRequest(r *http.Request, ip string) []byte {
 	var req bytes.Buffer
 	req.Grow(1024)
 	req.WriteString(r.Method + " " + r.URL.RequestURI() + " HTTP/1.1\r\nHost: " + r.Host + "\r\n")
@@ -120,18 +155,7 @@ func (g *Gateway) dialUpgrade(r *http.Request, b *backend, ip string) (net.Conn,
 	h.Set("X-Forwarded-Proto", proto)
 	_ = h.Write(&req)
 	req.WriteString("\r\n")
-	if _, err := wc.Write(req.Bytes()); err != nil {
-		wc.Close()
-		return nil, nil, nil, err
-	}
-	br := bufio.NewReaderSize(wc, 2048)
-	resp, err := http.ReadResponse(br, r)
-	if err != nil {
-		wc.Close()
-		return nil, nil, nil, err
-	}
-	_ = wc.SetDeadline(time.Time{})
-	return wc, br, resp, nil
+	return req.Bytes()
 }
 
 // relayRefusal passes a worker's refusal (403 for an origin, 401 from its
@@ -155,47 +179,20 @@ func relayRefusal(w http.ResponseWriter, resp *http.Response) {
 // relay loop (plain TCP) or to two pumps (TLS). It reports whether the
 // tunnel was set up (then it releases ip's slot when it closes).
 func (g *Gateway) splice(w http.ResponseWriter, wc net.Conn, br *bufio.Reader, resp *http.Response, b *backend, ip string) bool {
-	cc, cbuf, err := http.NewResponseController(w).Hijack()
+	cc, early, err := g.answerClient(w, br, resp)
+	if err == nil && len(early) > 0 {
+		_, err = wc.Write(early)
+	}
 	if err != nil {
-		g.m.upgrades.WithLabelValues("failed").Inc()
-		wc.Close()
-		g.bal.done(b)
-		return false
-	}
-	fail := func() bool {
-		cc.Close()
-		wc.Close()
-		g.bal.done(b)
-		g.m.upgrades.WithLabelValues("failed").Inc()
-		return false
-	}
-	var head bytes.Buffer
-	head.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
-	_ = resp.Header.Write(&head)
-	head.WriteString("\r\n")
-	if n := br.Buffered(); n > 0 { // the worker's first frames, read with its answer
-		chunk, _ := br.Peek(n)
-		head.Write(chunk)
-	}
-	_ = cc.SetDeadline(time.Time{})
-	if _, err := cc.Write(head.Bytes()); err != nil {
-		return fail()
-	}
-	if n := cbuf.Reader.Buffered(); n > 0 { // the client's first frames
-		chunk, _ := cbuf.Reader.Peek(n)
-		if _, err := wc.Write(chunk); err != nil {
-			return fail()
+		if cc != nil {
+			cc.Close()
 		}
-	}
-	g.m.upgrades.WithLabelValues("ok").Inc()
-	g.nConns.Add(1)
-	g.m.connections.Inc()
-	done := func() {
-		g.nConns.Add(-1)
-		g.m.connections.Dec()
+		wc.Close()
 		g.bal.done(b)
-		g.perIP.release(ip)
+		g.m.upgrades.WithLabelValues("failed").Inc()
+		return false
 	}
+	done := g.opened(b, ip)
 	if g.relays != nil {
 		if err := g.relays.add(cc, wc, done); err == nil {
 			return true
@@ -215,6 +212,48 @@ func (g *Gateway) splice(w http.ResponseWriter, wc net.Conn, br *bufio.Reader, r
 		done()
 	}()
 	return true
+}
+
+// answerClient takes the client's connection over and writes it the
+// worker's 101, with the worker's first frames when they came with it
+// (read into br). It returns what the client sent after its request, for
+// the worker.
+func (g *Gateway) answerClient(w http.ResponseWriter, br *bufio.Reader, resp *http.Response) (net.Conn, []byte, error) {
+	cc, cbuf, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	var head bytes.Buffer
+	head.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	_ = resp.Header.Write(&head)
+	head.WriteString("\r\n")
+	if n := br.Buffered(); n > 0 { // the worker's first frames, read with its answer
+		chunk, _ := br.Peek(n)
+		head.Write(chunk)
+	}
+	_ = cc.SetDeadline(time.Time{})
+	if _, err := cc.Write(head.Bytes()); err != nil {
+		return cc, nil, err
+	}
+	var early []byte
+	if n := cbuf.Reader.Buffered(); n > 0 { // the client's first frames
+		early, _ = cbuf.Reader.Peek(n)
+	}
+	return cc, early, nil
+}
+
+// opened counts an upgraded connection and returns what uncounts it when
+// it closes.
+func (g *Gateway) opened(b *backend, ip string) func() {
+	g.m.upgrades.WithLabelValues("ok").Inc()
+	g.nConns.Add(1)
+	g.m.connections.Inc()
+	return func() {
+		g.nConns.Add(-1)
+		g.m.connections.Dec()
+		g.bal.done(b)
+		g.perIP.release(ip)
+	}
 }
 
 // pumpPair moves a tunnel's bytes with one goroutine per direction. When

@@ -82,6 +82,12 @@ type Config struct {
 	// TrustedProxies are the peers (the gateway, a load balancer) whose
 	// X-Forwarded-For header Socket.RemoteAddr believes. Default none.
 	TrustedProxies []netip.Prefix
+	// TunnelToken is what a gateway must present to open a tunnel session
+	// (internal/tunnel: the connections of many of its clients carried
+	// on one). Default none: any peer may; its streams get no more trust
+	// than a direct connection from it (X-Forwarded-For is believed from
+	// TrustedProxies only). cluster.Join sets the cluster token.
+	TunnelToken string
 	// WriteTimeout bounds one write to a socket (checked by the sweeper, so
 	// up to a quarter of it, at most 1s, late). Default 10s.
 	WriteTimeout time.Duration

@@ -41,6 +41,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/scc-k8s/scc/internal/tunnel"
 	"github.com/scc-k8s/scc/internal/ws"
 	"github.com/scc-k8s/scc/pkg/auth"
 	"github.com/scc-k8s/scc/pkg/codec"
@@ -146,6 +147,12 @@ type Server struct {
 	writers  *writers
 	stopOnce sync.Once
 	sweeper  sync.WaitGroup
+
+	// Gateways' tunnel sessions (Config.TunnelToken): their streams are
+	// served as connections, by serveWS.
+	tunnels      *tunnel.Listener
+	tunnelAccept http.Handler
+	tunnelHTTP   *http.Server
 }
 
 // NewServer validates cfg, connects to the broker and starts the server's
@@ -196,6 +203,11 @@ func NewServer(cfg Config) (*Server, error) {
 	s.broker = b
 	s.hub.broker = b
 	s.exchange = &Exchange{srv: s}
+	s.tunnels = tunnel.NewListener(s.log)
+	s.tunnelAccept = s.tunnels.Handler(cfg.TunnelToken)
+	s.tunnelHTTP = &http.Server{Handler: http.HandlerFunc(s.serveWS), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelDebug)}
+	go func() { _ = s.tunnelHTTP.Serve(s.tunnels) }()
 	s.sweeper.Add(1)
 	go s.sweep()
 	return s, nil
@@ -302,8 +314,22 @@ func (s *Server) OnRaw(fn func(s *Socket, message []byte)) {
 	s.update(func(h *handlers) { h.onRaw = append(h.onRaw[:len(h.onRaw):len(h.onRaw)], fn) })
 }
 
-// ServeHTTP accepts WebSocket connections on Config.Path.
+// ServeHTTP accepts WebSocket connections on Config.Path, and gateways'
+// tunnel sessions (whose streams carry more of them) on tunnel.Path.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == tunnel.Path {
+		if s.draining.Load() {
+			http.Error(w, "server is draining", http.StatusServiceUnavailable)
+			return
+		}
+		s.tunnelAccept.ServeHTTP(w, r)
+		return
+	}
+	s.serveWS(w, r)
+}
+
+// serveWS accepts a WebSocket connection.
+func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path != s.cfg.Path {
 		s.metrics.handshakeReject.Inc()
 		http.Error(w, "Bad Request", http.StatusBadRequest)
@@ -486,9 +512,11 @@ func (s *Server) Close() error {
 	s.draining.Store(true)
 	s.stopOnce.Do(func() {
 		close(s.stop)
+		_ = s.tunnelHTTP.Close() // no new streams
 		for _, sock := range s.snapshotSockets(nil) {
 			sock.ws.Close()
 		}
+		s.tunnels.CloseSessions()
 		s.sweeper.Wait()
 		_ = s.broker.Close()
 	})

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/scc-k8s/scc/internal/certreload"
+	"github.com/scc-k8s/scc/internal/tunnel"
 )
 
 // ServiceConfig runs a Server as a network service.
@@ -77,6 +78,7 @@ func Run(ctx context.Context, cfg ServiceConfig) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle(srv.Config().Path, srv)
+	mux.Handle(tunnel.Path, srv) // gateways' tunnel sessions
 	health := srv.HealthHandler(cfg.Ready)
 	mux.Handle("/healthz", health)
 	mux.Handle("/readyz", health)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -70,7 +71,10 @@ func TestLoadSpreads(t *testing.T) {
 
 	dialMany(t, g.URL, 1000)
 	got := counts(c)
-	t.Logf("1,000 connections over 3 workers: %v", got)
+	t.Logf("1,000 connections over 3 workers: %v, carried on %d tunnel sessions", got, g.TunnelSessions())
+	if n := g.TunnelSessions(); runtime.GOOS == "linux" && (n < 3 || n > 3*runtime.GOMAXPROCS(0)) {
+		t.Errorf("%d tunnel sessions to 3 workers, want one to three per relay loop", n)
+	}
 	for i, n := range got {
 		if n < 300 || n > 367 { // 333 +- 10%
 			t.Errorf("worker %d has %d connections, not within 10%% of 333", i+1, n)

@@ -23,6 +23,9 @@ func Join(svc *worker.ServiceConfig, cfg Config) {
 	if cfg.Logger == nil {
 		cfg.Logger = svc.Server.Logger
 	}
+	if svc.Server.TunnelToken == "" {
+		svc.Server.TunnelToken = cfg.GRPC.Token // gateways present the cluster token
+	}
 	cfg.Load = func() uint64 {
 		if s := srv.Load(); s != nil {
 			return uint64(s.Clients())
