@@ -21,7 +21,7 @@ WARMUP=${WARMUP:-1s}
 # write in the proxy).
 SCENARIOS=${SCENARIOS:-fanout,fanout-rate,equal}
 EQUAL_RATE=${EQUAL_RATE:-10}
-PATHS=${PATHS:-direct gateway nginx haproxy}
+PATHS=${PATHS:-direct gateway gateway-sockets nginx haproxy}
 CACHE=${SCC_PEERS_CACHE:-$HOME/.cache/scc-peers}
 OUT=${OUT:-$(mktemp -d)}
 WORK=$(mktemp -d)
@@ -103,23 +103,26 @@ taskset -c 0 "$SCC" broker --listen 127.0.0.1:18051 --http-listen "" --state 127
 taskset -c 0 "$SCC" worker --listen $WORKER --state 127.0.0.1:18050 --cluster-token $TOKEN --socket-channel-limit -1 \
   --trusted-proxies 127.0.0.1 --log-level error & PIDS+=($!); WPID=$!
 taskset -c 0 "$SCC" gateway --listen 127.0.0.1:18062 --state 127.0.0.1:18050 --cluster-token $TOKEN --log-level error & PIDS+=($!); GW=$!
+taskset -c 0 "$SCC" gateway --listen 127.0.0.1:18063 --state 127.0.0.1:18050 --cluster-token $TOKEN --tunnels=false \
+  --log-level error & PIDS+=($!); GWS=$!
 taskset -c 0 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" & PIDS+=($!); NGINX=$!
 taskset -c 0 haproxy -db -f "$WORK/haproxy.cfg" & PIDS+=($!); HAPROXY=$!
 ready=""
 for i in $(seq 1 100); do
-  if curl -sf http://127.0.0.1:18062/readyz >/dev/null 2>&1; then ready=1; break; fi
+  if curl -sf http://127.0.0.1:18062/readyz >/dev/null 2>&1 && curl -sf http://127.0.0.1:18063/readyz >/dev/null 2>&1; then ready=1; break; fi
   sleep 0.1
 done
-[ -n "$ready" ] || { echo "the gateway did not become ready (is a port of 18050-18062 taken?)"; exit 1; }
+[ -n "$ready" ] || { echo "the gateway did not become ready (is a port of 18050-18063 taken?)"; exit 1; }
 NGINX_WORKERS=$(pgrep -P "$NGINX" | paste -sd, -)
 PIDS+=(${NGINX_WORKERS//,/ }) # killed outright, nginx's master leaves them behind
-echo "pids: state $STATE broker $BROKER worker $WPID gateway $GW nginx $NGINX (workers $NGINX_WORKERS) haproxy $HAPROXY"
+echo "pids: state $STATE broker $BROKER worker $WPID gateways $GW $GWS nginx $NGINX (workers $NGINX_WORKERS) haproxy $HAPROXY"
 
 for run in $(seq 1 "$RUNS"); do
   for p in $PATHS; do
     case $p in
       direct)  URL=ws://$WORKER/socketcluster/; PROXY="" ;;
       gateway) URL=ws://127.0.0.1:18062/socketcluster/; PROXY=$GW ;;
+      gateway-sockets) URL=ws://127.0.0.1:18063/socketcluster/; PROXY=$GWS ;;
       nginx)   URL=ws://127.0.0.1:18060/socketcluster/; PROXY=$NGINX,$NGINX_WORKERS ;;
       haproxy) URL=ws://127.0.0.1:18061/socketcluster/; PROXY=$HAPROXY ;;
     esac

@@ -23,6 +23,7 @@ const (
 var proxyPaths = []struct{ name, label string }{
 	{"direct", "direct to the worker"},
 	{"gateway", "our gateway"},
+	{"gateway-sockets", "our gateway, a socket per client (`--tunnels=false`)"},
 	{"nginx", "nginx"},
 	{"haproxy", "HAProxy"},
 }
@@ -68,7 +69,9 @@ func writeProxies(in, out, command string, equalRate int) {
 		"the whole server side (the cluster's three processes and the proxy) on one core, the load tool on the other; "+
 		"%d rounds, the paths alternating; median (min-max). nginx %s with one worker process and HAProxy %s with one thread, "+
 		"each configured as its documentation configures a WebSocket reverse proxy (the configurations are in bench/proxies.sh); "+
-		"our gateway relays plain TCP in its epoll loop.\n\n",
+		"our gateway carries the clients' connections to the worker as streams of a few tunnel sessions (internal/tunnel), "+
+		"read and written in its epoll loops; with `--tunnels=false` it gives each client a socket of its own to the worker "+
+		"and relays the pair, as the other proxies do.\n\n",
 		runs, sh("sh", "-c", "nginx -v 2>&1 | sed 's/.*nginx\\///'"), sh("sh", "-c", "haproxy -v | head -1 | awk '{print $3}'"))
 	fmt.Fprintf(&b, "CPU per delivered message at the same load on every path: %d publishes per second to 1,000 subscribers "+
 		"(%d deliveries per second; `fanout-rate --rate %d`), in CPU-seconds per million delivered. "+
