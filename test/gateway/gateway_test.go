@@ -5,10 +5,13 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"runtime"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -155,4 +158,71 @@ func TestMetricsAndHealth(t *testing.T) {
 			t.Errorf("%s: %d", p, resp.StatusCode)
 		}
 	}
+}
+
+// TestSlowClientHoldsOnlyItself: clients sharing a tunnel session with a
+// client that stops reading keep receiving everything: the stalled
+// client's window holds back its own stream, not the session.
+func TestSlowClientHoldsOnlyItself(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Brokers: 1, Workers: 1,
+		Worker: worker.Config{MaxPendingBytes: 64 << 20}})
+	g := c.AddGateway(gateway.Config{})
+	c.WaitRoutable(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	release := make(chan struct{})
+	defer close(release)
+	slow := dialMany(t, g.URL, 1)[0]
+	if err := slow.Subscribe(ctx, "news", func(string, json.RawMessage) { <-release }); err != nil {
+		t.Fatal(err)
+	}
+	const msgs = 1500 // 12 MB of 8 KiB messages: past the stream's window and every socket buffer
+	fast := dialMany(t, g.URL, 10)
+	var got [10]atomic.Int64
+	for i, cl := range fast {
+		if err := cl.Subscribe(ctx, "news", func(string, json.RawMessage) { got[i].Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := dialMany(t, c.Workers[0].URL, 1)[0]
+	payload, _ := json.Marshal(strings.Repeat("x", 8<<10))
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range msgs {
+		wg.Add(1)
+		pub.PublishAsync("news", payload, func(err error) {
+			if err != nil {
+				failed.Add(1)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Fatalf("%d publishes failed", n)
+	}
+	for {
+		done := 0
+		for i := range got {
+			if got[i].Load() == msgs {
+				done++
+			}
+		}
+		if done == len(got) {
+			break
+		}
+		if ctx.Err() != nil {
+			var counts []int64
+			for i := range got {
+				counts = append(counts, got[i].Load())
+			}
+			t.Fatalf("clients sharing the session with a stalled one received %v of %d", counts, msgs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if s := slow.Status(); s.ID == "" {
+		t.Error("the stalled client was disconnected; it should only be held back")
+	}
+	t.Logf("10 clients received all %d messages past a stalled one, over %d tunnel sessions", msgs, g.TunnelSessions())
 }
