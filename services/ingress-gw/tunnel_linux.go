@@ -78,6 +78,14 @@ type handshake struct {
 	wake chan struct{} // cap 1
 }
 
+// notify wakes the answer reader.
+func (hs *handshake) notify() {
+	select {
+	case hs.wake <- struct{}{}:
+	default:
+	}
+}
+
 // openStream opens a stream to the worker at addr (dialling a session
 // when this loop has none) and sends req on it; the worker's answer is
 // read with answer.
@@ -352,10 +360,7 @@ func (r *relay) frames(ss *session) error {
 			st.recvAvail -= len(p)
 			if st.hs != nil {
 				st.hs.buf = append(st.hs.buf, p...)
-				select {
-				case st.hs.wake <- struct{}{}:
-				default:
-				}
+				st.hs.notify()
 			} else if st.client != nil {
 				r.toClient(st, p)
 			}
@@ -373,10 +378,7 @@ func (r *relay) frames(ss *session) error {
 			switch {
 			case st.hs != nil:
 				st.hs.err = errSessionEnded
-				select {
-				case st.hs.wake <- struct{}{}:
-				default:
-				}
+				st.hs.notify()
 			case st.client != nil && len(st.client.pending) == 0:
 				r.closeClient(st, false)
 			case st.client != nil && st.halfAt.IsZero():
@@ -618,10 +620,7 @@ func (r *relay) endSession(ss *session) {
 		st.closed = true
 		if st.hs != nil {
 			st.hs.err = errSessionEnded
-			select {
-			case st.hs.wake <- struct{}{}:
-			default:
-			}
+			st.hs.notify()
 			continue
 		}
 		if c := st.client; c != nil && r.side(c.fd) == c {
