@@ -92,7 +92,7 @@ type Config struct {
 	// DisableTunnels gives every plain client connection a socket of its
 	// own to its worker. Default false: the clients going to a worker
 	// share a few tunnel sessions (internal/tunnel), one per relay loop,
-	// opened with GRPC.Token. TLS clients always get their own socket.
+	// opened with GRPC.Token.
 	DisableTunnels bool
 
 	// DrainDelay is how long a stopping gateway keeps serving while it

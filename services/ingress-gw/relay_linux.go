@@ -60,6 +60,7 @@ type relay struct {
 	sessions map[string]*session      // by worker address
 	dialing  map[string]chan struct{} // sessions being dialled
 	dirty    []*session               // sessions with frames to write
+	pumped   map[*stream]struct{}     // clients on streams moved by goroutines (TLS)
 }
 
 type counter struct{ n atomic.Int64 }
@@ -89,7 +90,8 @@ func newRelays(in, out func(int64)) (*relays, error) {
 			return nil, err
 		}
 		r := &relay{epfd: epfd, file: os.NewFile(uintptr(epfd), "relay-epoll"), buf: make([]byte, relayBuf),
-			in: &counter{}, out: &counter{}, sessions: make(map[string]*session), dialing: make(map[string]chan struct{})}
+			in: &counter{}, out: &counter{}, sessions: make(map[string]*session), dialing: make(map[string]chan struct{}),
+			pumped: make(map[*stream]struct{})}
 		rs.loops = append(rs.loops, r)
 		go r.run(in, out)
 	}
@@ -120,6 +122,9 @@ func (r *relay) shutdownAll() int {
 		if s != nil {
 			_ = syscall.Shutdown(fd, syscall.SHUT_RDWR)
 		}
+	}
+	for st := range r.pumped {
+		go st.pc.c.Close() // its goroutines see it and end the stream
 	}
 	return r.n
 }

@@ -58,7 +58,8 @@ type session struct {
 type stream struct {
 	id        uint32
 	ss        *session
-	client    *side      // nil until attached
+	client    *side      // nil until attached (or pumped)
+	pc        *pumped    // a client Go must handle (TLS), instead of client
 	hs        *handshake // the worker's answer, until attached
 	done      func()
 	sendWin   int  // bytes the client may still send to the worker
@@ -363,6 +364,9 @@ func (r *relay) frames(ss *session) error {
 				st.hs.notify()
 			} else if st.client != nil {
 				r.toClient(st, p)
+			} else if st.pc != nil && !st.pc.gone {
+				st.pc.out = append(st.pc.out, p...)
+				notify(st.pc.wake)
 			}
 		case h.Type == tunnel.Window:
 			st.sendWin += int(h.Length)
@@ -372,6 +376,9 @@ func (r *relay) frames(ss *session) error {
 			if st.winPaused && st.client != nil {
 				st.winPaused = false
 				r.resumeClient(st)
+			}
+			if st.pc != nil {
+				notify(st.pc.room)
 			}
 		case h.Type == tunnel.Close:
 			st.closed = true
@@ -383,6 +390,11 @@ func (r *relay) frames(ss *session) error {
 				r.closeClient(st, false)
 			case st.client != nil && st.halfAt.IsZero():
 				st.halfAt = time.Now() // its last bytes get halfCloseGrace
+			case st.pc != nil:
+				if st.halfAt.IsZero() {
+					st.halfAt = time.Now()
+				}
+				notify(st.pc.wake) // its writer closes it once its bytes are out
 			}
 		default:
 			return fmt.Errorf("%w: frame type %d from a worker", tunnel.ErrProtocol, h.Type)
@@ -511,6 +523,10 @@ func (r *relay) readClient(st *stream) {
 
 // resumeClient reads a paused client again.
 func (r *relay) resumeClient(st *stream) {
+	if st.pc != nil {
+		notify(st.pc.room)
+		return
+	}
 	if c := st.client; c != nil && !c.eof && !st.winPaused && !st.outPaused {
 		r.setEvents(c, c.events|syscall.EPOLLIN)
 	}
@@ -623,6 +639,10 @@ func (r *relay) endSession(ss *session) {
 			st.hs.notify()
 			continue
 		}
+		if st.pc != nil {
+			r.closePumped(st, false)
+			continue
+		}
 		if c := st.client; c != nil && r.side(c.fd) == c {
 			r.sides[c.fd] = nil
 			r.n--
@@ -648,6 +668,11 @@ func (r *relay) sweepSessions(now time.Time) {
 	for _, s := range r.sides {
 		if s != nil && s.st != nil && !s.st.halfAt.IsZero() && now.Sub(s.st.halfAt) > halfCloseGrace {
 			r.closeClient(s.st, true)
+		}
+	}
+	for st := range r.pumped {
+		if !st.halfAt.IsZero() && now.Sub(st.halfAt) > halfCloseGrace {
+			r.closePumped(st, true)
 		}
 	}
 }
@@ -716,7 +741,11 @@ func (g *Gateway) serveTunneled(w http.ResponseWriter, r *http.Request, b *backe
 		return false, nil
 	}
 	done := g.opened(b, ip)
-	if err := st.attach(cc, done); err != nil {
+	attach := st.attach
+	if _, plain := cc.(*net.TCPConn); !plain {
+		attach = st.attachPumped // TLS
+	}
+	if err := attach(cc, done); err != nil {
 		done() // releases ip's slot too
 		return true, nil
 	}

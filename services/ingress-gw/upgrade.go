@@ -63,7 +63,7 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, ip string
 		if attempt > 0 {
 			g.m.retries.Inc()
 		}
-		if g.relays != nil && !g.tls && !g.cfg.DisableTunnels && !b.noTunnel.Load() {
+		if g.relays != nil && !g.cfg.DisableTunnels && !b.noTunnel.Load() {
 			served, err := g.serveTunneled(w, r, b, ip)
 			switch {
 			case err == nil:

@@ -5,6 +5,7 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -15,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
+
 	"github.com/scc-k8s/scc/internal/clustertest"
+	"github.com/scc-k8s/scc/internal/testutil"
 	"github.com/scc-k8s/scc/pkg/client"
 	gateway "github.com/scc-k8s/scc/services/ingress-gw"
 	"github.com/scc-k8s/scc/services/worker"
@@ -23,6 +27,12 @@ import (
 
 // dialMany opens n clients to url, concurrently, and returns them.
 func dialMany(t *testing.T, url string, n int) []*client.Client {
+	t.Helper()
+	return dialManyWith(t, url, n, nil)
+}
+
+// dialManyWith is dialMany with a dialer of the test's (nil: the default).
+func dialManyWith(t *testing.T, url string, n int, d *websocket.Dialer) []*client.Client {
 	t.Helper()
 	out := make([]*client.Client, n)
 	var wg sync.WaitGroup
@@ -36,7 +46,7 @@ func dialMany(t *testing.T, url string, n int) []*client.Client {
 			defer func() { <-sem }()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			c, err := client.Dial(ctx, client.Options{URL: url, NoReconnect: true})
+			c, err := client.Dial(ctx, client.Options{URL: url, NoReconnect: true, Dialer: d})
 			if err != nil {
 				errs <- err
 				return
@@ -162,23 +172,36 @@ func TestMetricsAndHealth(t *testing.T) {
 
 // TestSlowClientHoldsOnlyItself: clients sharing a tunnel session with a
 // client that stops reading keep receiving everything: the stalled
-// client's window holds back its own stream, not the session.
+// client's window holds back its own stream, not the session. The same
+// for clients over TLS, whose bytes goroutines move.
 func TestSlowClientHoldsOnlyItself(t *testing.T) {
+	t.Run("plain", func(t *testing.T) { slowClientHoldsOnlyItself(t, false) })
+	t.Run("tls", func(t *testing.T) { slowClientHoldsOnlyItself(t, true) })
+}
+
+func slowClientHoldsOnlyItself(t *testing.T, secure bool) {
 	c := clustertest.Start(t, clustertest.Options{Brokers: 1, Workers: 1,
 		Worker: worker.Config{MaxPendingBytes: 64 << 20}})
-	g := c.AddGateway(gateway.Config{})
+	var gcfg gateway.Config
+	var d *websocket.Dialer
+	if secure {
+		files := testutil.NewTLSFiles(t)
+		gcfg.TLSCertFile, gcfg.TLSKeyFile = files.CertFile, files.KeyFile
+		d = &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: files.Pool}}
+	}
+	g := c.AddGateway(gcfg)
 	c.WaitRoutable(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
 	release := make(chan struct{})
 	defer close(release)
-	slow := dialMany(t, g.URL, 1)[0]
+	slow := dialManyWith(t, g.URL, 1, d)[0]
 	if err := slow.Subscribe(ctx, "news", func(string, json.RawMessage) { <-release }); err != nil {
 		t.Fatal(err)
 	}
 	const msgs = 1500 // 12 MB of 8 KiB messages: past the stream's window and every socket buffer
-	fast := dialMany(t, g.URL, 10)
+	fast := dialManyWith(t, g.URL, 10, d)
 	var got [10]atomic.Int64
 	for i, cl := range fast {
 		if err := cl.Subscribe(ctx, "news", func(string, json.RawMessage) { got[i].Add(1) }); err != nil {
@@ -223,6 +246,9 @@ func TestSlowClientHoldsOnlyItself(t *testing.T) {
 	}
 	if s := slow.Status(); s.ID == "" {
 		t.Error("the stalled client was disconnected; it should only be held back")
+	}
+	if g.TunnelSessions() == 0 {
+		t.Error("no tunnel session carried the clients")
 	}
 	t.Logf("10 clients received all %d messages past a stalled one, over %d tunnel sessions", msgs, g.TunnelSessions())
 }
