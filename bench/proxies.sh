@@ -19,7 +19,9 @@ WARMUP=${WARMUP:-1s}
 # one server core is never full: at 40/s a worker and a proxy together
 # fill it, each delivery costing a write in the worker and a read and a
 # write in the proxy).
-SCENARIOS=${SCENARIOS:-fanout,fanout-rate,equal}
+# equal-js: the same load from the official JS client (bench/proxy-load.mjs),
+# a load tool that is not ours, as a cross-check of the equal figures.
+SCENARIOS=${SCENARIOS:-fanout,fanout-rate,equal,equal-js}
 EQUAL_RATE=${EQUAL_RATE:-10}
 PATHS=${PATHS:-direct gateway gateway-sockets nginx haproxy}
 CACHE=${SCC_PEERS_CACHE:-$HOME/.cache/scc-peers}
@@ -128,6 +130,14 @@ for run in $(seq 1 "$RUNS"); do
     esac
     for sc in $(echo "$SCENARIOS" | tr ',' ' '); do
       echo "== run $run/$RUNS: $p, $sc"
+      if [ "$sc" = equal-js ]; then
+        SCC_URL=$URL SCC_CLIENTS=1000 SCC_RATE=$EQUAL_RATE SCC_SECONDS=${DURATION%s} SCC_SERVER_PIDS="$STATE,$BROKER,$WPID" \
+          SCC_PROXY_PIDS="$PROXY" taskset -c 1 timeout 300 node bench/proxy-load.mjs > "$OUT/$p-$run-$sc.json" \
+          || echo "!! $p run $run $sc failed"
+        cat "$OUT/$p-$run-$sc.json"; echo
+        sleep 0.5
+        continue
+      fi
       args=(--scenario "$sc")
       if [ "$sc" = equal ]; then args=(--scenario fanout-rate --rate "$EQUAL_RATE"); fi
       taskset -c 1 timeout 300 "$SCC" bench --url "$URL" --server-pid "$STATE,$BROKER,$WPID" --proxy-pid "$PROXY" \

@@ -30,13 +30,14 @@ var proxyPaths = []struct{ name, label string }{
 
 type proxyStats struct {
 	delivered, maxServerPerM, maxProxyPerM, serverPerM, proxyPerM, p50, p99 stat
+	jsServerPerM, jsProxyPerM                                               stat // the official JS client as the load
 }
 
 func writeProxies(in, out, command string, equalRate int) {
 	stats := map[string]*proxyStats{}
 	runs := 0
 	for _, p := range proxyPaths {
-		var delivered, maxServerPerM, maxProxyPerM, serverPerM, proxyPerM, p50, p99 []float64
+		var delivered, maxServerPerM, maxProxyPerM, serverPerM, proxyPerM, p50, p99, jsServer, jsProxy []float64
 		files, _ := filepath.Glob(filepath.Join(in, p.name+"-[0-9]*-*.json"))
 		for _, f := range files {
 			equal := strings.HasSuffix(f, "-equal.json") // the same fixed load on every path
@@ -56,12 +57,15 @@ func writeProxies(in, out, command string, equalRate int) {
 				case r.Scenario == "fanout-rate":
 					p50 = append(p50, r.LatencyP50Ms)
 					p99 = append(p99, r.LatencyP99Ms)
+				case r.Scenario == "fanout-rate-js":
+					jsServer = append(jsServer, perM(r.ServerCPUSeconds))
+					jsProxy = append(jsProxy, perM(r.ProxyCPUSeconds))
 				}
 			}
 		}
 		runs = max(runs, len(delivered), len(serverPerM))
 		stats[p.name] = &proxyStats{summary(delivered), summary(maxServerPerM), summary(maxProxyPerM),
-			summary(serverPerM), summary(proxyPerM), summary(p50), summary(p99)}
+			summary(serverPerM), summary(proxyPerM), summary(p50), summary(p99), summary(jsServer), summary(jsProxy)}
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n## Through a proxy\n\n", proxiesBegin)
@@ -76,18 +80,20 @@ func writeProxies(in, out, command string, equalRate int) {
 	fmt.Fprintf(&b, "CPU per delivered message at the same load on every path: %d publishes per second to 1,000 subscribers "+
 		"(%d deliveries per second; `fanout-rate --rate %d`), in CPU-seconds per million delivered. "+
 		"Latency: `fanout-rate` at 40 publishes per second. Throughput: `fanout`, as fast as the load tool takes it "+
-		"(the tool's core is the limit there: a proxy that coalesces writes into fewer, larger ones eases the tool).\n\n",
+		"(the tool's core is the limit there: a proxy that coalesces writes into fewer, larger ones eases the tool). "+
+		"The last two columns repeat the same-load measurement with a load tool that is not ours: 1,000 official JavaScript clients "+
+		"(socketcluster-client 19) and one publisher at the same rate (bench/proxy-load.mjs), the CPU read from /proc the same way.\n\n",
 		equalRate, equalRate*1000, equalRate)
-	b.WriteString("| path | CPU-s per million delivered, whole server side | of which the proxy | p50 latency ms | p99 latency ms | fan-out msgs/s | its proxy CPU-s per million |\n")
-	b.WriteString("|---|---|---|---|---|---|---|\n")
+	b.WriteString("| path | CPU-s per million delivered, whole server side | of which the proxy | p50 latency ms | p99 latency ms | fan-out msgs/s | its proxy CPU-s per million | JS clients: whole server side | JS clients: of which the proxy |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range proxyPaths {
 		s := stats[p.name]
-		proxy, maxProxy := cell(s.proxyPerM), cell(s.maxProxyPerM)
+		proxy, maxProxy, jsProxy := cell(s.proxyPerM), cell(s.maxProxyPerM), cell(s.jsProxyPerM)
 		if p.name == "direct" {
-			proxy, maxProxy = "-", "-"
+			proxy, maxProxy, jsProxy = "-", "-", "-"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", p.label, cell(s.serverPerM), proxy, cell(s.p50), cell(s.p99),
-			cell(s.delivered), maxProxy)
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", p.label, cell(s.serverPerM), proxy, cell(s.p50), cell(s.p99),
+			cell(s.delivered), maxProxy, cell(s.jsServerPerM), jsProxy)
 	}
 	gw, ng, hp := stats["gateway"].proxyPerM, stats["nginx"].proxyPerM, stats["haproxy"].proxyPerM
 	b.WriteString("\n")
@@ -103,6 +109,10 @@ func writeProxies(in, out, command string, equalRate int) {
 		fmt.Fprintf(&b, "Target: our gateway costs less CPU per delivered message than nginx and HAProxy at the same load: %s "+
 			"(the proxy's own CPU-seconds per million delivered, median (min-max): ours %s; nginx %s, %.2fx ours; HAProxy %s, %.2fx ours).\n\n",
 			verdict, cell(gw), cell(ng), ng.med/gw.med, cell(hp), hp.med/gw.med)
+	}
+	if jgw, jng, jhp := stats["gateway"].jsProxyPerM, stats["nginx"].jsProxyPerM, stats["haproxy"].jsProxyPerM; jgw.n > 0 && jng.n > 0 && jhp.n > 0 {
+		fmt.Fprintf(&b, "Cross-check with the official JS client as the load: the proxy's own CPU-seconds per million delivered, ours %s; "+
+			"nginx %s, %.2fx ours; HAProxy %s, %.2fx ours.\n\n", cell(jgw), cell(jng), jng.med/jgw.med, cell(jhp), jhp.med/jgw.med)
 	}
 	fmt.Fprintf(&b, "Produced by `%s` on %s (%d CPUs), %s.\n%s\n", command, cpuModel(), runtime.NumCPU(), sh("date", "-u", "+%Y-%m-%d"), proxiesEnd)
 
