@@ -4,7 +4,8 @@
 // cluster view: their addresses, readiness, draining state and load. Each
 // WebSocket upgrade on the SocketCluster path goes to the routable worker
 // with the fewest connections; after the worker's 101 the gateway only
-// moves bytes. Other paths go to a worker as plain HTTP with
+// moves bytes, the clients going to a worker carried as streams of a few
+// tunnel sessions to it (internal/tunnel) by the relay loops. Other paths go to a worker as plain HTTP with
 // X-Forwarded-For and X-Forwarded-Proto; /healthz, /readyz and /metrics
 // are the gateway's own.
 //

@@ -80,12 +80,7 @@ type handshake struct {
 }
 
 // notify wakes the answer reader.
-func (hs *handshake) notify() {
-	select {
-	case hs.wake <- struct{}{}:
-	default:
-	}
-}
+func (hs *handshake) notify() { notify(hs.wake) }
 
 // openStream opens a stream to the worker at addr (dialling a session
 // when this loop has none) and sends req on it; the worker's answer is
