@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bufio"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -50,15 +51,58 @@ func Cleanup() {
 	}
 }
 
-// FreePort returns a loopback port nothing listens on (at the moment).
+// FreePort returns a loopback port nothing listens on (at the moment),
+// for a process the test starts to listen on. It comes from below the
+// kernel's ephemeral range (and below Kubernetes' NodePorts): a port
+// taken from that range (listening on :0) could be handed to some other
+// test's outgoing connection before the process binds it (a CI run saw
+// "address already in use" that way, with thousands of client
+// connections opening in the packages tested alongside). Random, and
+// never the same twice in one test process.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	hi := min(ephemeralLow(), 30000)
+	const lo = 10000
+	for range 200 {
+		p := lo + rand.IntN(hi-lo)
+		portsMu.Lock()
+		used := portsGiven[p]
+		portsGiven[p] = true
+		portsMu.Unlock()
+		if used {
+			continue
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		return p
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatal("no free loopback port below the ephemeral range")
+	return 0
+}
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil || n <= 11000 {
+		return 32768
+	}
+	return n
 }
 
 // Proc is a process a test started.
