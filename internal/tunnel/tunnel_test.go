@@ -309,6 +309,21 @@ func TestDeadlines(t *testing.T) {
 	if held {
 		t.Fatal("a stream with nothing unread still holds a buffer")
 	}
+
+	// A reader parked with no deadline (a plain receive) still ends at a
+	// deadline set while it waits.
+	read := make(chan error, 1)
+	go func() { _, err := c.Read(buf); read <- err }()
+	time.Sleep(30 * time.Millisecond)
+	c.SetReadDeadline(time.Now().Add(30 * time.Millisecond))
+	select {
+	case err := <-read:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read parked before its deadline was set: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a deadline set while a read was parked did not end it")
+	}
 }
 
 // TestProtocolErrors: a gateway breaking the framing rules loses its
