@@ -18,9 +18,13 @@ var ErrReset = errors.New("tunnel: connection reset by the gateway's client")
 // errSessionEnded is what a stream returns once its session has ended.
 var errSessionEnded = errors.New("tunnel: session ended")
 
+// inBufSize is a pooled inbound buffer's size; one a burst grew past it
+// is left to the garbage collector.
+const inBufSize = 16 << 10
+
 // inBufs hold a stream's unread bytes, only while it has any: an idle
 // stream holds no buffer.
-var inBufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+var inBufs = sync.Pool{New: func() any { b := make([]byte, 0, inBufSize); return &b }}
 
 // Conn is one stream of a session: a client connection the gateway
 // carries. Reads return the client's bytes; writes go to the client. A
@@ -151,7 +155,7 @@ func (c *Conn) releaseIn() {
 	if c.in == nil {
 		return
 	}
-	if cap(*c.in) == 16<<10 {
+	if cap(*c.in) == inBufSize {
 		*c.in = (*c.in)[:0]
 		inBufs.Put(c.in)
 	}

@@ -727,12 +727,8 @@ func (g *Gateway) serveTunneled(w http.ResponseWriter, r *http.Request, b *backe
 		err = st.send(early)
 	}
 	if err != nil {
-		if cc != nil {
-			cc.Close()
-		}
 		st.abort()
-		g.bal.done(b)
-		g.m.upgrades.WithLabelValues("failed").Inc()
+		g.upgradeFailed(cc, b)
 		return false, nil
 	}
 	done := g.opened(b, ip)

@@ -184,12 +184,8 @@ func (g *Gateway) splice(w http.ResponseWriter, wc net.Conn, br *bufio.Reader, r
 		_, err = wc.Write(early)
 	}
 	if err != nil {
-		if cc != nil {
-			cc.Close()
-		}
 		wc.Close()
-		g.bal.done(b)
-		g.m.upgrades.WithLabelValues("failed").Inc()
+		g.upgradeFailed(cc, b)
 		return false
 	}
 	done := g.opened(b, ip)
@@ -212,6 +208,17 @@ func (g *Gateway) splice(w http.ResponseWriter, wc net.Conn, br *bufio.Reader, r
 		done()
 	}()
 	return true
+}
+
+// upgradeFailed closes the client's connection (when it was taken over)
+// after a worker said 101 but the tunnel could not be set up, and
+// uncounts it.
+func (g *Gateway) upgradeFailed(cc net.Conn, b *backend) {
+	if cc != nil {
+		cc.Close()
+	}
+	g.bal.done(b)
+	g.m.upgrades.WithLabelValues("failed").Inc()
 }
 
 // answerClient takes the client's connection over and writes it the
