@@ -34,7 +34,7 @@ function client() {
 // 'subscribe' to the close that ended it), what it got and when.
 function subscriber(i) {
   const s = client();
-  const r = {s, ch: 'e2e-' + (i % CHANNELS), got: new Map(), gotAt: new Map(), intervals: [], closes: [], frameAt: null};
+  const r = {s, ch: 'e2e-' + (i % CHANNELS), got: new Map(), gotAt: new Map(), intervals: [], closes: [], aborts: [], frameAt: null};
   (async () => {
     for await (const e of s.listener('close')) {
       // When the close frame was read, if it was: the 'close' event comes
@@ -46,6 +46,7 @@ function subscriber(i) {
       if (open && open.end === undefined) open.end = t;
     }
   })();
+  (async () => { for await (const _ of s.listener('connectAbort')) r.aborts.push(Date.now()); })();
   (async () => {
     for await (const _ of s.listener('connect')) {
       // ws answers a close frame by calling its own close().
@@ -124,7 +125,8 @@ const loopMaxMs = Math.round(loopDelay.max / 1e6);
 const margin = Math.max(100, 2 * loopMaxMs);
 const out = {clients: N, channels: CHANNELS, published: sent, acked: acked.size, failed,
   loopDelayMaxMs: loopMaxMs, marginMs: margin, delivered: 0, owed: 0, lost: 0, duplicates: 0,
-  atEdges: 0, whileAway: 0, reconnected: 0, notBack: 0, backWithinMs: 0, codes: {}, lostSamples: []};
+  atEdges: 0, whileAway: 0, reconnected: 0, notBack: 0, backWithinMs: 0, codes: {}, lostSamples: [],
+  firstCloseMs: 0, lastCloseMs: 0, backAfterCloseMs: 0, retried: 0};
 const byChannel = new Map();
 for (const [seq, a] of acked) {
   if (!byChannel.has(a.ch)) byChannel.set(a.ch, []);
@@ -148,12 +150,19 @@ for (const r of subs) {
   const closes = r.closes.filter((c) => c.t >= actionAt);
   if (closes.length === 0) continue;
   out.reconnected++;
+  const first = closes[0].t - actionAt, lastClose = closes[closes.length - 1].t;
+  out.firstCloseMs = out.reconnected === 1 ? first : Math.min(out.firstCloseMs, first);
+  out.lastCloseMs = Math.max(out.lastCloseMs, lastClose - actionAt);
+  if (r.aborts.some((t) => t >= actionAt)) out.retried++;
   for (const c of closes) out.codes[c.code] = (out.codes[c.code] || 0) + 1;
   const last = r.intervals[r.intervals.length - 1];
   const back = last && last.start >= closes[closes.length - 1].t &&
     [...r.gotAt.values()].filter((t) => t >= last.start).sort((a, b) => a - b)[0];
   if (!back) out.notBack++;
-  else out.backWithinMs = Math.max(out.backWithinMs, back - actionAt);
+  else {
+    out.backWithinMs = Math.max(out.backWithinMs, back - actionAt);
+    out.backAfterCloseMs = Math.max(out.backAfterCloseMs, back - lastClose);
+  }
 }
 console.log(JSON.stringify(out));
 for (const c of [...subs.map((r) => r.s), ...pubs]) c.disconnect();

@@ -79,14 +79,15 @@ func testManifests(t *testing.T) {
 	t.Run("WorkerScale3To1", func(t *testing.T) {
 		l := testutil.StartJSLoad(t, repoRoot, host, port, 300, 30, 200)
 		before := c.workerConnections(t)
+		sig := watchSIGTERM(t, ns, c.pods(t, "worker"))
 		start := time.Now()
 		c.scale(t, "worker", 1)
 		c.podsGone(t, "worker", 1)
 		time.Sleep(2 * time.Second)
-		r := l.Stop(t, start)
+		r := l.Stop(t, sig.since(t, start))
 		t.Logf("workers 3 -> 1 (connections before: %v): %v", before, r)
 		if r.Reconnected == 0 || r.NotBack != 0 || r.BackWithinMs > 5000 {
-			t.Errorf("want the drained clients back and receiving within 5 s: %v", r)
+			t.Errorf("want the drained clients back and receiving within 5 s of SIGTERM: %v", r)
 		}
 		if r.Lost != 0 || r.Duplicates != 0 {
 			t.Errorf("want 0 lost, 0 duplicated: %v", r)

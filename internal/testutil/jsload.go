@@ -37,13 +37,22 @@ type JSReport struct {
 	BackWithinMs int            `json:"backWithinMs"`
 	Codes        map[string]int `json:"codes"`
 	LostSamples  []any          `json:"lostSamples"`
+	// Of the reconnected clients: their first and last close after the
+	// action, the longest from a client's last close until it was back,
+	// and how many had a connection attempt fail on the way back.
+	FirstCloseMs     int `json:"firstCloseMs"`
+	LastCloseMs      int `json:"lastCloseMs"`
+	BackAfterCloseMs int `json:"backAfterCloseMs"`
+	Retried          int `json:"retried"`
 }
 
 func (r JSReport) String() string {
 	return fmt.Sprintf("%d clients; published %d, acked %d, failed %d; owed %d, lost %d, duplicates %d, "+
-		"missed while away %d, at a subscription's edge %d (margin %d ms); reconnected %d (codes %v), not back %d, all back within %d ms",
+		"missed while away %d, at a subscription's edge %d (margin %d ms: the tool's event loop stalled up to %d ms); reconnected %d (codes %v), not back %d, all back within %d ms "+
+		"(closed %d-%d ms after the action, back at most %d ms after the close, %d retried)",
 		r.Clients, r.Published, r.Acked, r.Failed, r.Owed, r.Lost, r.Duplicates,
-		r.WhileAway, r.AtEdges, r.MarginMs, r.Reconnected, r.Codes, r.NotBack, r.BackWithinMs)
+		r.WhileAway, r.AtEdges, r.MarginMs, r.LoopDelayMax, r.Reconnected, r.Codes, r.NotBack, r.BackWithinMs,
+		r.FirstCloseMs, r.LastCloseMs, r.BackAfterCloseMs, r.Retried)
 }
 
 // JSLoad is a running load.mjs.
