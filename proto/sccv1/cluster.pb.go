@@ -155,6 +155,13 @@ const (
 	// queued for the link before it, so a worker that sees it has seen
 	// every message the broker applied before the sync arrived.
 	OpKind_OP_KIND_SYNC OpKind = 4
+	// REPLACE: this stream now carries every subscription its worker wants
+	// from this broker (its subscribes come before it). The broker ends the
+	// worker's other links (streams it gave up as silent: until this
+	// arrives they keep the worker subscribed, and what they were sent and
+	// did not confirm fails). An older broker fails it as unknown, which
+	// the worker ignores.
+	OpKind_OP_KIND_REPLACE OpKind = 5
 )
 
 // Enum value maps for OpKind.
@@ -165,6 +172,7 @@ var (
 		2: "OP_KIND_UNSUBSCRIBE",
 		3: "OP_KIND_PUBLISH",
 		4: "OP_KIND_SYNC",
+		5: "OP_KIND_REPLACE",
 	}
 	OpKind_value = map[string]int32{
 		"OP_KIND_UNSPECIFIED": 0,
@@ -172,6 +180,7 @@ var (
 		"OP_KIND_UNSUBSCRIBE": 2,
 		"OP_KIND_PUBLISH":     3,
 		"OP_KIND_SYNC":        4,
+		"OP_KIND_REPLACE":     5,
 	}
 )
 
@@ -1181,13 +1190,14 @@ const file_scc_v1_cluster_proto_rawDesc = "" +
 	"\fPHASE_STABLE\x10\x00\x12\x18\n" +
 	"\x14PHASE_SUBSCRIBE_BOTH\x10\x01\x12\x15\n" +
 	"\x11PHASE_PUBLISH_NEW\x10\x02\x12\x15\n" +
-	"\x11PHASE_RELEASE_OLD\x10\x03*x\n" +
+	"\x11PHASE_RELEASE_OLD\x10\x03*\x8d\x01\n" +
 	"\x06OpKind\x12\x17\n" +
 	"\x13OP_KIND_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11OP_KIND_SUBSCRIBE\x10\x01\x12\x17\n" +
 	"\x13OP_KIND_UNSUBSCRIBE\x10\x02\x12\x13\n" +
 	"\x0fOP_KIND_PUBLISH\x10\x03\x12\x10\n" +
-	"\fOP_KIND_SYNC\x10\x042=\n" +
+	"\fOP_KIND_SYNC\x10\x04\x12\x13\n" +
+	"\x0fOP_KIND_REPLACE\x10\x052=\n" +
 	"\x05State\x124\n" +
 	"\x04Join\x12\x13.scc.v1.JoinRequest\x1a\x13.scc.v1.ClusterView(\x010\x012?\n" +
 	"\x06Broker\x125\n" +

@@ -167,7 +167,7 @@ func (m *ackMark) blockedOn() (n need, ok bool) {
 const heartbeat = time.Second
 
 type link struct {
-	worker   string
+	worker   string              // set from the first message, under Server.mu
 	confirms bool                // set from the first message, before any op
 	subs     map[string]struct{} // touched only by the receiving goroutine (and cleanup after it)
 	needs    map[*link]uint64    // apply's scratch: what this batch's ack waits for
@@ -246,7 +246,10 @@ func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
 				}
 				heard.Store(time.Now().UnixNano())
 				if first {
-					l.worker, l.confirms = req.WorkerId, req.Confirms
+					s.mu.Lock() // replace reads other links' worker
+					l.worker = req.WorkerId
+					s.mu.Unlock()
+					l.confirms = req.Confirms
 					first = false
 				}
 				s.apply(l, req.Ops)
@@ -306,6 +309,8 @@ func (s *Server) apply(l *link, ops []*sccv1.Op) {
 		case sccv1.OpKind_OP_KIND_SYNC:
 			// Nothing to apply: its ack, held behind every delivery
 			// queued before it, is the answer.
+		case sccv1.OpKind_OP_KIND_REPLACE:
+			s.replace(l)
 		default:
 			if op.Seq != 0 {
 				failed = append(failed, &sccv1.OpError{Seq: op.Seq, Message: "broker: unknown operation"})
@@ -331,6 +336,37 @@ func (s *Server) apply(l *link, ops []*sccv1.Op) {
 	l.failed = append(l.failed, failed...)
 	l.mu.Unlock()
 	l.wake()
+}
+
+// replace ends the other links of l's worker: a worker that gave a link
+// up as silent (the path to this broker cut without a reset) dials again
+// and leaves the old stream open until its new one carries every
+// subscription, so that the worker never stops being subscribed here.
+// From now on the old links take no delivery; what they were sent and
+// did not confirm fails when they are dropped.
+func (s *Server) replace(l *link) {
+	if l.worker == "" {
+		return
+	}
+	var old []*link
+	s.mu.RLock()
+	for o := range s.links {
+		if o != l && o.worker == l.worker {
+			old = append(old, o)
+		}
+	}
+	s.mu.RUnlock()
+	for _, o := range old {
+		o.mu.Lock()
+		o.closed = true
+		o.queue = nil
+		o.mu.Unlock()
+		o.cut()
+	}
+	if len(old) > 0 {
+		s.m.replaced.Add(float64(len(old)))
+		s.log.Info("worker link replaced by a new one", "worker", l.worker, "old", len(old))
+	}
 }
 
 func (s *Server) unsubscribe(ch string, l *link) {

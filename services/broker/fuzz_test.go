@@ -18,8 +18,9 @@ import (
 // the ack is the batch's highest sequence number; every publish the
 // broker accepts reaches each subscribed link once; when that link
 // confirms deliveries (the fuzzer's bytes say whether) and is dropped
-// without confirming, every such publish fails; and dropping the links
-// leaves no channel behind.
+// without confirming, every such publish fails; a REPLACE from the same
+// worker ("w") ends the second link, which takes no delivery after it;
+// and dropping the links leaves no channel behind.
 func FuzzApply(f *testing.F) {
 	seed := func(ops ...*sccv1.Op) []byte {
 		b, _ := proto.Marshal(&sccv1.LinkRequest{WorkerId: "w", Ops: ops})
@@ -32,6 +33,9 @@ func FuzzApply(f *testing.F) {
 		&sccv1.Op{Kind: sccv1.OpKind_OP_KIND_PUBLISH, Channel: "shared", Epoch: 1, Seq: 9}), true)
 	f.Add(seed(&sccv1.Op{Kind: 99, Channel: "", Seq: 5}, &sccv1.Op{Kind: sccv1.OpKind_OP_KIND_SYNC}), false)
 	f.Add([]byte{0xff, 0x01, 0x02}, true)
+	f.Add(seed(&sccv1.Op{Kind: sccv1.OpKind_OP_KIND_PUBLISH, Channel: "shared", Seq: 1},
+		&sccv1.Op{Kind: sccv1.OpKind_OP_KIND_REPLACE, Seq: 2},
+		&sccv1.Op{Kind: sccv1.OpKind_OP_KIND_PUBLISH, Channel: "shared", Seq: 3}), true)
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f.Fuzz(func(t *testing.T, b []byte, ring bool) {
 		var req sccv1.LinkRequest
@@ -42,18 +46,33 @@ func FuzzApply(f *testing.F) {
 		if ring {
 			s.SetRing("b1", 2, []string{"b1", "b2"}, nil)
 		}
-		newLink := func() *link {
-			l := &link{subs: make(map[string]struct{}), signal: make(chan struct{}, 1), cut: func() {}}
+		var otherCut bool
+		newLink := func(worker string, cut func()) *link {
+			l := &link{worker: worker, subs: make(map[string]struct{}), signal: make(chan struct{}, 1), cut: cut}
 			s.mu.Lock()
 			s.links[l] = struct{}{}
 			s.mu.Unlock()
 			return l
 		}
-		other := newLink()
+		other := newLink("w", func() { otherCut = true })
 		other.confirms = req.Confirms
 		s.apply(other, []*sccv1.Op{{Kind: sccv1.OpKind_OP_KIND_SUBSCRIBE, Channel: "shared", Seq: 1}})
-		l := newLink()
+		l := newLink(req.WorkerId, func() {})
 		s.apply(l, req.Ops)
+		// The ops before the first REPLACE reach "other", when both links
+		// are w's; the rest do not.
+		reach := len(req.Ops)
+		if req.WorkerId == "w" {
+			for i, op := range req.Ops {
+				if op.Kind == sccv1.OpKind_OP_KIND_REPLACE {
+					reach = i
+					break
+				}
+			}
+		}
+		if replaced := reach < len(req.Ops); otherCut != replaced {
+			t.Fatalf("other link cut: %v, want %v", otherCut, replaced)
+		}
 
 		// The table and the links agree.
 		for ch, set := range s.channels {
@@ -89,15 +108,19 @@ func FuzzApply(f *testing.F) {
 		// routed by an older one; each of those was refused.
 		r := ringpkg.New([]string{"b1", "b2"})
 		want, refused := 0, 0
-		for _, op := range req.Ops {
+		for i, op := range req.Ops {
 			if op.Kind != sccv1.OpKind_OP_KIND_PUBLISH {
 				continue
 			}
 			if ring && op.Epoch < 2 && r.Owner(op.Channel) != "b1" {
 				refused++
-			} else if op.Channel == "shared" {
+			} else if op.Channel == "shared" && i < reach {
 				want++
 			}
+		}
+		queued := want
+		if otherCut {
+			queued = 0 // what it had queued went with it (and fails below)
 		}
 		notOwner := 0
 		for _, e := range l.failed {
@@ -111,8 +134,8 @@ func FuzzApply(f *testing.F) {
 		if maxSeq != 0 && notOwner != refused {
 			t.Fatalf("%d publishes refused as not owned here, want %d", notOwner, refused)
 		}
-		if got := len(other.queue); got != want {
-			t.Fatalf("the other link got %d deliveries of \"shared\", want %d", got, want)
+		if got := len(other.queue); got != queued {
+			t.Fatalf("the other link holds %d deliveries of \"shared\", want %d", got, queued)
 		}
 		before := len(l.failed)
 		s.drop(other)
@@ -121,7 +144,7 @@ func FuzzApply(f *testing.F) {
 		unconfirmed := len(l.failed) - before
 		owed := 0
 		if other.confirms {
-			for _, op := range req.Ops {
+			for _, op := range req.Ops[:reach] {
 				if op.Kind == sccv1.OpKind_OP_KIND_PUBLISH && op.Channel == "shared" && op.Seq != 0 &&
 					!(ring && op.Epoch < 2 && r.Owner(op.Channel) != "b1") {
 					owed++

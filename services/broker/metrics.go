@@ -10,6 +10,7 @@ type metrics struct {
 	notOwner    prometheus.Counter
 	silentLinks prometheus.Counter
 	unconfirmed prometheus.Counter
+	replaced    prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,9 +36,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		unconfirmed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "broker", Name: "deliveries_unconfirmed_total", Help: "Deliveries whose worker's link ended before it confirmed them (their publishes failed).",
 		}),
+		replaced: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "links_replaced_total", Help: "Links ended because their worker's new link carried its subscriptions (the old one had gone silent on the worker's side).",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner, m.silentLinks, m.unconfirmed)
+		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner, m.silentLinks, m.unconfirmed, m.replaced)
 	}
 	return m
 }

@@ -108,7 +108,7 @@ var faults = []fault{
 		tm.restored = time.Now()
 		return tm
 	}},
-	{name: "worker-1 to broker-1 cut silently, restored", detectBy: "worker-1 reports itself unready", singleOut: true, run: func(t *testing.T, c *cluster, px *faultProxy) times {
+	{name: "worker-1 to broker-1 cut silently, restored", detectBy: "worker-1 reports itself unready", singleOut: true, lossless: true, run: func(t *testing.T, c *cluster, px *faultProxy) times {
 		d := dur(25*time.Second, 40*time.Second)
 		tm := times{injected: time.Now(), what: fmt.Sprintf("nothing moves either way (connections stay open) until 300 ms after worker-1 notices (at most %v)", d)}
 		px.set(true, 0)

@@ -1,0 +1,115 @@
+package cluster_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/scc-k8s/scc/internal/clustertest"
+	"github.com/scc-k8s/scc/internal/testutil"
+	"github.com/scc-k8s/scc/services/worker/cluster"
+)
+
+// holdPath is the network between one worker and the brokers, cut
+// silently when told: connections stay open and nothing moves either way
+// (reads and writes wait, a close waits too) until it is restored, when
+// everything held goes on in order.
+type holdPath struct {
+	mu   sync.Mutex
+	cut  bool
+	wake *sync.Cond
+}
+
+func newHoldPath() *holdPath {
+	p := &holdPath{}
+	p.wake = sync.NewCond(&p.mu)
+	return p
+}
+
+func (p *holdPath) set(cut bool) {
+	p.mu.Lock()
+	p.cut = cut
+	p.wake.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *holdPath) hold() {
+	p.mu.Lock()
+	for p.cut {
+		p.wake.Wait()
+	}
+	p.mu.Unlock()
+}
+
+type heldConn struct {
+	net.Conn
+	p *holdPath
+}
+
+func (c heldConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.p.hold() // what arrived during the cut is handed over after it
+	return n, err
+}
+
+func (c heldConn) Write(b []byte) (int, error) {
+	c.p.hold()
+	return c.Conn.Write(b)
+}
+
+func (c heldConn) Close() error {
+	go func() { c.p.hold(); c.Conn.Close() }() // the peer hears of it after the cut
+	return nil
+}
+
+// A worker's path to the brokers is cut silently and restored after the
+// worker noticed (before it would hand its clients over). The worker
+// dials again and subscribes again while the broker still holds its old
+// link: every publish the brokers acknowledged reached the worker's
+// subscribers (those that could not are failed to their publishers), and
+// nothing arrived twice.
+func TestSilentCutRestored(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Brokers: 2, Workers: 1})
+	stateAddr := c.StateAddr
+	path := newHoldPath()
+	c.AddWorkerWith(func(lc *cluster.Config) {
+		lc.LinkTimeout = time.Second
+		lc.PartitionAfter = time.Minute // restored long before any handover
+		lc.GRPC.Dialer = func(ctx context.Context, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err != nil || addr == stateAddr {
+				return conn, err
+			}
+			return heldConn{conn, path}, nil
+		}
+	})
+	c.WaitStable(2)
+	// Published through the first worker, subscribed on both.
+	l := startLoad(t, c, loadConfig{Channels: 100, SubsPerWorker: 2, PubsPerWorker: 2, Rate: 2000, Publishers: 1})
+	time.Sleep(500 * time.Millisecond)
+	for range 3 {
+		path.set(true)
+		time.Sleep(1800 * time.Millisecond) // the worker notices after 1-1.5 s
+		path.set(false)
+		// The new links replace the old ones at the brokers (the worker
+		// would give up on an old one by itself only after 2 s).
+		testutil.EventuallyNil(t, 700*time.Millisecond, "one link per worker at each broker", func() error {
+			for _, b := range c.Brokers {
+				if n := b.Server().Links(); n != 2 {
+					return fmt.Errorf("%s has %d links", b.ID(), n)
+				}
+			}
+			return nil
+		})
+		time.Sleep(time.Second)
+	}
+	sent, acked, failed, missing, dups, reordered := l.finish()
+	t.Logf("3 silent cuts: %d sent, %d acked, %d failed, %d deliveries; missing %d, duplicates %d, out of order %d",
+		sent, acked, failed, l.delivered(), missing, dups, reordered)
+	if missing > 0 || dups > 0 || acked == 0 {
+		t.Fatalf("acked but not delivered: %d; duplicates %d", missing, dups)
+	}
+}
