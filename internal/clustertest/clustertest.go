@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -38,6 +39,9 @@ type Options struct {
 	// Link is the base configuration of every worker's cluster link (its
 	// ID, StateAddr, GRPC and Logger are set by the harness).
 	Link cluster.Config
+	// Broker is the base configuration of every broker (its Logger is set
+	// by the harness).
+	Broker broker.Config
 	// Setup registers handlers on each worker.
 	Setup func(*worker.Server)
 	// StateDelay, when set, starts the brokers and workers first, against
@@ -164,8 +168,10 @@ func (c *Cluster) AddBroker() *broker.Node {
 	c.nBrokers++
 	id := fmt.Sprintf("broker-%d", c.nBrokers)
 	c.mu.Unlock()
+	bc := c.opts.Broker
+	bc.Logger = c.Log.With("component", id)
 	n, err := broker.Start(broker.ServiceConfig{ID: id, Listen: "127.0.0.1:0", StateAddr: c.StateAddr, GRPC: c.GRPC,
-		DrainTimeout: 20 * time.Second, Broker: broker.Config{Logger: c.Log.With("component", id)}})
+		DrainTimeout: 20 * time.Second, Broker: bc})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -216,15 +222,24 @@ func (c *Cluster) AddWorkerWith(edit func(*cluster.Config)) *Worker {
 	}
 	cfg.Logger = c.Log.With("component", id)
 	ts := httptest.NewUnstartedServer(nil)
+	// The cluster link's goroutines ask for the server while NewServer is
+	// still returning it.
+	var srv atomic.Pointer[worker.Server]
 	cfg.Broker = func(deliver worker.DeliverFunc) (worker.Broker, error) {
 		lc := c.opts.Link
 		lc.ID, lc.StateAddr, lc.GRPC, lc.Logger = id, c.StateAddr, c.GRPC, cfg.Logger
 		// Gateways route to it: its address, readiness and drains.
 		lc.Advertise = ts.Listener.Addr().String()
-		lc.Ready = func() bool { return w.Server != nil && w.Server.Ready() }
+		lc.Ready = func() bool { s := srv.Load(); return s != nil && s.Ready() }
+		lc.Load = func() uint64 { // as cluster.Join reports it
+			if s := srv.Load(); s != nil {
+				return uint64(s.Clients())
+			}
+			return 0
+		}
 		lc.OnGatewayDrain = func(id string) {
-			if w.Server != nil {
-				w.Server.DrainGateway(id)
+			if s := srv.Load(); s != nil {
+				s.DrainGateway(id)
 			}
 		}
 		if edit != nil {
@@ -234,18 +249,19 @@ func (c *Cluster) AddWorkerWith(edit func(*cluster.Config)) *Worker {
 		w.Cluster = cl
 		return cl, err
 	}
-	srv, err := worker.NewServer(cfg)
+	ws, err := worker.NewServer(cfg)
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	if c.opts.Setup != nil {
-		c.opts.Setup(srv)
+		c.opts.Setup(ws)
 	}
-	w.Server = srv
-	ts.Config.Handler = srv
+	w.Server = ws
+	srv.Store(ws)
+	ts.Config.Handler = ws
 	ts.Start()
 	w.HTTP = ts
-	w.URL = "ws" + strings.TrimPrefix(w.HTTP.URL, "http") + srv.Config().Path
+	w.URL = "ws" + strings.TrimPrefix(w.HTTP.URL, "http") + ws.Config().Path
 	c.mu.Lock()
 	c.Workers = append(c.Workers, w)
 	c.mu.Unlock()

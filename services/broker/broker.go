@@ -64,6 +64,8 @@ type Server struct {
 	mu       sync.RWMutex
 	channels map[string]map[*link]struct{}
 	links    map[*link]struct{}
+	ghosts   map[string]*link  // worker id -> its silent link's subscriptions (ghost.go)
+	workers  map[string]uint64 // worker id -> its load, from the last view (nil: none yet)
 
 	owner atomic.Pointer[ownership] // nil until the first view
 }
@@ -116,6 +118,7 @@ func New(cfg Config) *Server {
 		m:        newMetrics(cfg.Registerer),
 		channels: make(map[string]map[*link]struct{}),
 		links:    make(map[*link]struct{}),
+		ghosts:   make(map[string]*link),
 	}
 }
 
@@ -186,6 +189,10 @@ type link struct {
 	base        uint64
 	waiters     []*link // links whose next ack waits for this one's confirmations
 
+	replaces bool        // it sent REPLACE: its worker sends one on each new link (receiving goroutine)
+	silent   atomic.Bool // cut by the link timeout
+	ghost    atomic.Bool // ended, its subscriptions held (ghost.go)
+
 	recv    atomic.Uint64 // deliveries the worker confirmed (changed under mu)
 	settled atomic.Bool   // ended, and what it had not confirmed has failed (set under mu)
 	signal  chan struct{}
@@ -228,8 +235,9 @@ func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
 			case <-t.C:
 			}
 			if time.Since(time.Unix(0, heard.Load())) >= s.cfg.LinkTimeout {
-				s.log.Warn("worker link silent: cut", "after", s.cfg.LinkTimeout.String())
+				s.log.Warn("worker link silent: cut", "worker", l.worker, "after", s.cfg.LinkTimeout.String())
 				s.m.silentLinks.Inc()
+				l.silent.Store(true)
 				failed <- struct{}{}
 				return
 			}
@@ -305,11 +313,14 @@ func (s *Server) apply(l *link, ops []*sccv1.Op) {
 					Message: "broker: channel not owned here at this ring epoch"})
 				break
 			}
-			s.publish(l, op.Seq, op.Channel, op.Data)
+			if s.publish(l, op.Seq, op.Channel, op.Data) && op.Seq != 0 {
+				failed = append(failed, &sccv1.OpError{Seq: op.Seq, Message: errGhost})
+			}
 		case sccv1.OpKind_OP_KIND_SYNC:
 			// Nothing to apply: its ack, held behind every delivery
 			// queued before it, is the answer.
 		case sccv1.OpKind_OP_KIND_REPLACE:
+			l.replaces = true
 			s.replace(l)
 		default:
 			if op.Seq != 0 {
@@ -338,34 +349,15 @@ func (s *Server) apply(l *link, ops []*sccv1.Op) {
 	l.wake()
 }
 
-// replace ends the other links of l's worker: a worker that gave a link
-// up as silent (the path to this broker cut without a reset) dials again
-// and leaves the old stream open until its new one carries every
-// subscription, so that the worker never stops being subscribed here.
-// From now on the old links take no delivery; what they were sent and
-// did not confirm fails when they are dropped.
-func (s *Server) replace(l *link) {
-	if l.worker == "" {
-		return
-	}
-	var old []*link
-	s.mu.RLock()
-	for o := range s.links {
-		if o != l && o.worker == l.worker {
-			old = append(old, o)
+// unsubscribeAllLocked takes l out of every channel it is subscribed to.
+func (s *Server) unsubscribeAllLocked(l *link) {
+	for ch := range l.subs {
+		if set := s.channels[ch]; set != nil {
+			delete(set, l)
+			if len(set) == 0 {
+				delete(s.channels, ch)
+			}
 		}
-	}
-	s.mu.RUnlock()
-	for _, o := range old {
-		o.mu.Lock()
-		o.closed = true
-		o.queue = nil
-		o.mu.Unlock()
-		o.cut()
-	}
-	if len(old) > 0 {
-		s.m.replaced.Add(float64(len(old)))
-		s.log.Info("worker link replaced by a new one", "worker", l.worker, "old", len(old))
 	}
 }
 
@@ -383,14 +375,19 @@ func (s *Server) unsubscribe(ch string, l *link) {
 // publish queues the message once for each subscribed link (the delivery
 // is shared: links only read it) and notes, for the ack of the batch it
 // came in (seq on link from), the delivery number each other confirming
-// link must confirm.
-func (s *Server) publish(from *link, seq uint64, ch string, data []byte) {
+// link must confirm. It reports whether a silent worker's held
+// subscriptions (ghost.go) are among the channel's: the publish must fail.
+func (s *Server) publish(from *link, seq uint64, ch string, data []byte) (ghosted bool) {
 	s.m.publishes.Inc()
 	d := &sccv1.Delivery{Channel: ch, Data: data}
 	size := len(ch) + len(data) + 8
 	s.mu.RLock()
 	set := s.channels[ch]
 	for l := range set {
+		if l.ghost.Load() {
+			ghosted = true
+			continue
+		}
 		// The publisher's own link needs no confirmation: its ack follows
 		// the delivery on the same stream, and if the stream breaks first
 		// the worker fails the publish itself.
@@ -404,6 +401,10 @@ func (s *Server) publish(from *link, seq uint64, ch string, data []byte) {
 	n := len(set)
 	s.mu.RUnlock()
 	s.m.deliveries.Add(float64(n))
+	if ghosted {
+		s.m.unreachable.Inc()
+	}
+	return ghosted
 }
 
 // enqueue queues a delivery; for a confirming link it returns the
@@ -612,13 +613,8 @@ func (s *Server) drop(l *link) {
 	l.unlockAndWake()
 	s.mu.Lock()
 	delete(s.links, l)
-	for ch := range l.subs {
-		if set := s.channels[ch]; set != nil {
-			delete(set, l)
-			if len(set) == 0 {
-				delete(s.channels, ch)
-			}
-		}
+	if !s.keepLocked(l) {
+		s.unsubscribeAllLocked(l)
 	}
 	s.mu.Unlock()
 	s.m.links.Dec()

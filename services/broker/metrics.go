@@ -11,6 +11,8 @@ type metrics struct {
 	silentLinks prometheus.Counter
 	unconfirmed prometheus.Counter
 	replaced    prometheus.Counter
+	ghosts      prometheus.Gauge
+	unreachable prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -39,9 +41,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		replaced: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "broker", Name: "links_replaced_total", Help: "Links ended because their worker's new link carried its subscriptions (the old one had gone silent on the worker's side).",
 		}),
+		ghosts: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "silent_workers_held", Help: "Silent workers whose subscriptions are held (publishes to their channels fail until they return or leave).",
+		}),
+		unreachable: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "publishes_unreachable_total", Help: "Publishes failed because a silent worker whose subscriptions are held was subscribed to their channel.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner, m.silentLinks, m.unconfirmed, m.replaced)
+		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner, m.silentLinks, m.unconfirmed, m.replaced, m.ghosts, m.unreachable)
 	}
 	return m
 }

@@ -147,6 +147,7 @@ func (n *Node) onView(v *sccv1.ClusterView) {
 			return out
 		}
 		n.srv.SetRing(n.id, v.Epoch, ids(v.Brokers), ids(v.PrevBrokers))
+		n.srv.SetWorkers(v.Workers)
 	}
 	select {
 	case n.viewCh <- struct{}{}:

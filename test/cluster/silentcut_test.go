@@ -10,6 +10,7 @@ import (
 
 	"github.com/scc-k8s/scc/internal/clustertest"
 	"github.com/scc-k8s/scc/internal/testutil"
+	"github.com/scc-k8s/scc/services/broker"
 	"github.com/scc-k8s/scc/services/worker/cluster"
 )
 
@@ -65,19 +66,17 @@ func (c heldConn) Close() error {
 	return nil
 }
 
-// A worker's path to the brokers is cut silently and restored after the
-// worker noticed (before it would hand its clients over). The worker
-// dials again and subscribes again while the broker still holds its old
-// link: every publish the brokers acknowledged reached the worker's
-// subscribers (those that could not are failed to their publishers), and
-// nothing arrived twice.
-func TestSilentCutRestored(t *testing.T) {
-	c := clustertest.Start(t, clustertest.Options{Brokers: 2, Workers: 1})
+// startCutCluster runs 2 brokers and 2 workers, the second behind path,
+// with its link timeout at 1 s and no partition handover (its clients
+// stay whatever happens): the load publishes through the first worker to
+// subscribers on both.
+func startCutCluster(t *testing.T, brokerCfg broker.Config) (*clustertest.Cluster, *holdPath, *load) {
+	c := clustertest.Start(t, clustertest.Options{Brokers: 2, Workers: 1, Broker: brokerCfg})
 	stateAddr := c.StateAddr
 	path := newHoldPath()
 	c.AddWorkerWith(func(lc *cluster.Config) {
 		lc.LinkTimeout = time.Second
-		lc.PartitionAfter = time.Minute // restored long before any handover
+		lc.PartitionAfter = time.Minute
 		lc.GRPC.Dialer = func(ctx context.Context, addr string) (net.Conn, error) {
 			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 			if err != nil || addr == stateAddr {
@@ -87,9 +86,18 @@ func TestSilentCutRestored(t *testing.T) {
 		}
 	})
 	c.WaitStable(2)
-	// Published through the first worker, subscribed on both.
 	l := startLoad(t, c, loadConfig{Channels: 100, SubsPerWorker: 2, PubsPerWorker: 2, Rate: 2000, Publishers: 1})
 	time.Sleep(500 * time.Millisecond)
+	return c, path, l
+}
+
+// A worker's path to the brokers is cut silently and restored after the
+// worker noticed (before the brokers would). The worker dials again and
+// subscribes again while the brokers still hold its old link: every
+// publish they acknowledged reached the worker's subscribers (those that
+// could not are failed to their publishers), and nothing arrived twice.
+func TestSilentCutRestored(t *testing.T) {
+	c, path, l := startCutCluster(t, broker.Config{})
 	for range 3 {
 		path.set(true)
 		time.Sleep(1800 * time.Millisecond) // the worker notices after 1-1.5 s
@@ -111,5 +119,32 @@ func TestSilentCutRestored(t *testing.T) {
 		sent, acked, failed, l.delivered(), missing, dups, reordered)
 	if missing > 0 || dups > 0 || acked == 0 {
 		t.Fatalf("acked but not delivered: %d; duplicates %d", missing, dups)
+	}
+}
+
+// The cut outlasts the brokers' patience too (their link timeout, 1.5 s
+// here), and the worker keeps its clients (it would hand them to the
+// other worker; here it is slow to). The brokers hold its subscriptions
+// while it is silent: what is published to its channels fails until it
+// is back, and nothing acknowledged misses its subscribers.
+func TestSilentCutOutlastsBroker(t *testing.T) {
+	c, path, l := startCutCluster(t, broker.Config{LinkTimeout: 1500 * time.Millisecond})
+	path.set(true)
+	time.Sleep(3500 * time.Millisecond)
+	path.set(false)
+	testutil.EventuallyNil(t, 3*time.Second, "one link per worker at each broker", func() error {
+		for _, b := range c.Brokers {
+			if n := b.Server().Links(); n != 2 {
+				return fmt.Errorf("%s has %d links", b.ID(), n)
+			}
+		}
+		return nil
+	})
+	time.Sleep(time.Second)
+	sent, acked, failed, missing, dups, reordered := l.finish()
+	t.Logf("a 3.5 s silent cut: %d sent, %d acked, %d failed, %d deliveries; missing %d, duplicates %d, out of order %d",
+		sent, acked, failed, l.delivered(), missing, dups, reordered)
+	if missing > 0 || dups > 0 || acked == 0 || failed == 0 {
+		t.Fatalf("acked but not delivered: %d; duplicates %d; failed %d", missing, dups, failed)
 	}
 }

@@ -1,0 +1,123 @@
+package broker
+
+// A worker that stops being heard from is not necessarily gone: the path
+// between it and this broker may be cut while its clients stay connected
+// to it. Two things keep the broker from acknowledging, in that time, a
+// publish such a worker's subscribers never get:
+//
+//   - A worker that gives a link up as silent keeps the stream open, dials
+//     again, subscribes again on the new stream and then sends REPLACE: the
+//     broker ends the old link only then (replace).
+//   - A link this broker cuts for silence (its link timeout) leaves its
+//     subscriptions behind as a ghost, when its worker is one that sends
+//     REPLACE, is still in the cluster and still has clients: a publish to
+//     one of those channels fails (errGhost) instead of being acknowledged
+//     without that worker. The ghost goes when the worker's new link
+//     replaces it, when the cluster view shows the worker gone or without
+//     clients (it handed them to other workers), or after ghostTTL.
+
+import (
+	"time"
+
+	"github.com/scc-k8s/scc/proto/sccv1"
+)
+
+// ghostTTL bounds how long a silent worker's subscriptions are held when
+// nothing else ends them (no cluster view comes, say): about a worker's
+// drain timeout, by which time its clients are elsewhere.
+const ghostTTL = 30 * time.Second
+
+// errGhost fails a publish to a channel a silent worker is subscribed to.
+const errGhost = "broker: a subscribed worker is unreachable; it may miss this message"
+
+// replace ends the other links of l's worker, and its ghost: l now
+// carries every subscription the worker wants here. From now on the old
+// links take no delivery; what they were sent and did not confirm fails
+// when they are dropped.
+func (s *Server) replace(l *link) {
+	if l.worker == "" {
+		return
+	}
+	var old []*link
+	s.mu.Lock()
+	for o := range s.links {
+		if o != l && o.worker == l.worker {
+			old = append(old, o)
+		}
+	}
+	if g := s.ghosts[l.worker]; g != nil {
+		s.unghostLocked(g, "replaced")
+	}
+	s.mu.Unlock()
+	for _, o := range old {
+		o.mu.Lock()
+		o.closed = true
+		o.queue = nil
+		o.mu.Unlock()
+		o.cut()
+	}
+	if len(old) > 0 {
+		s.m.replaced.Add(float64(len(old)))
+		s.log.Info("worker link replaced by a new one", "worker", l.worker, "old", len(old))
+	}
+}
+
+// keepLocked makes a dropped link a ghost when it ended silent and its
+// worker may still have subscribers behind it; it reports whether it did.
+// s.mu is held.
+func (s *Server) keepLocked(l *link) bool {
+	if !l.silent.Load() || !l.confirms || !l.replaces || l.worker == "" || len(l.subs) == 0 || !s.servingLocked(l.worker) {
+		return false
+	}
+	if g := s.ghosts[l.worker]; g != nil {
+		s.unghostLocked(g, "superseded")
+	}
+	l.ghost.Store(true)
+	s.ghosts[l.worker] = l
+	s.m.ghosts.Inc()
+	s.log.Info("silent worker's subscriptions held: publishes to them fail until it returns or leaves",
+		"worker", l.worker, "channels", len(l.subs))
+	time.AfterFunc(ghostTTL, func() {
+		s.mu.Lock()
+		if s.ghosts[l.worker] == l {
+			s.unghostLocked(l, "time limit")
+		}
+		s.mu.Unlock()
+	})
+	return true
+}
+
+// unghostLocked lets a ghost's subscriptions go. s.mu is held.
+func (s *Server) unghostLocked(g *link, why string) {
+	delete(s.ghosts, g.worker)
+	s.unsubscribeAllLocked(g)
+	s.m.ghosts.Dec()
+	s.log.Info("silent worker's subscriptions released", "worker", g.worker, "why", why)
+}
+
+// servingLocked reports whether the cluster view shows the worker with
+// clients (or no view has come yet). s.mu is held.
+func (s *Server) servingLocked(id string) bool {
+	if s.workers == nil {
+		return true
+	}
+	return s.workers[id] > 0
+}
+
+// SetWorkers takes the workers of a cluster view (with their load): the
+// subscriptions held for a silent worker go once it has left the cluster
+// or has no clients left.
+func (s *Server) SetWorkers(ws []*sccv1.Member) {
+	load := make(map[string]uint64, len(ws))
+	for _, w := range ws {
+		load[w.Id] = w.Load
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.workers = load
+	for id, g := range s.ghosts {
+		if !s.servingLocked(id) {
+			s.unghostLocked(g, "left the cluster or has no clients")
+		}
+	}
+}
