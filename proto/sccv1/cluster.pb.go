@@ -157,10 +157,10 @@ const (
 	OpKind_OP_KIND_SYNC OpKind = 4
 	// REPLACE: this stream now carries every subscription its worker wants
 	// from this broker (its subscribes come before it). The broker ends the
-	// worker's other links (streams it gave up as silent: until this
-	// arrives they keep the worker subscribed, and what they were sent and
-	// did not confirm fails). An older broker fails it as unknown, which
-	// the worker ignores.
+	// worker's other links and lets go of the subscriptions it held for a
+	// link of this worker that was lost (until this arrives, publishes to
+	// those channels fail rather than be acknowledged without the worker).
+	// An older broker fails it as unknown, which the worker ignores.
 	OpKind_OP_KIND_REPLACE OpKind = 5
 )
 

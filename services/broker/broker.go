@@ -20,6 +20,7 @@ package broker
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -64,7 +65,7 @@ type Server struct {
 	mu       sync.RWMutex
 	channels map[string]map[*link]struct{}
 	links    map[*link]struct{}
-	ghosts   map[string]*link  // worker id -> its silent link's subscriptions (ghost.go)
+	ghosts   map[string]*link  // worker id -> its lost link's subscriptions (ghost.go)
 	workers  map[string]uint64 // worker id -> its load, from the last view (nil: none yet)
 
 	owner atomic.Pointer[ownership] // nil until the first view
@@ -189,9 +190,10 @@ type link struct {
 	base        uint64
 	waiters     []*link // links whose next ack waits for this one's confirmations
 
-	replaces bool        // it sent REPLACE: its worker sends one on each new link (receiving goroutine)
-	silent   atomic.Bool // cut by the link timeout
-	ghost    atomic.Bool // ended, its subscriptions held (ghost.go)
+	replaces   bool        // it sent REPLACE: its worker sends one on each new link (receiving goroutine)
+	clean      atomic.Bool // the worker closed it (CloseSend)
+	superseded atomic.Bool // its worker's new link replaced it
+	ghost      atomic.Bool // ended, its subscriptions held (ghost.go)
 
 	recv    atomic.Uint64 // deliveries the worker confirmed (changed under mu)
 	settled atomic.Bool   // ended, and what it had not confirmed has failed (set under mu)
@@ -237,7 +239,6 @@ func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
 			if time.Since(time.Unix(0, heard.Load())) >= s.cfg.LinkTimeout {
 				s.log.Warn("worker link silent: cut", "worker", l.worker, "after", s.cfg.LinkTimeout.String())
 				s.m.silentLinks.Inc()
-				l.silent.Store(true)
 				failed <- struct{}{}
 				return
 			}
@@ -250,6 +251,9 @@ func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
 			for {
 				req, err := stream.Recv()
 				if err != nil {
+					if err == io.EOF {
+						l.clean.Store(true) // the worker closed it
+					}
 					return err
 				}
 				heard.Store(time.Now().UnixNano())
@@ -375,7 +379,7 @@ func (s *Server) unsubscribe(ch string, l *link) {
 // publish queues the message once for each subscribed link (the delivery
 // is shared: links only read it) and notes, for the ack of the batch it
 // came in (seq on link from), the delivery number each other confirming
-// link must confirm. It reports whether a silent worker's held
+// link must confirm. It reports whether a lost link's held
 // subscriptions (ghost.go) are among the channel's: the publish must fail.
 func (s *Server) publish(from *link, seq uint64, ch string, data []byte) (ghosted bool) {
 	s.m.publishes.Inc()

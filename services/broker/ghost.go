@@ -1,20 +1,18 @@
 package broker
 
-// A worker that stops being heard from is not necessarily gone: the path
-// between it and this broker may be cut while its clients stay connected
-// to it. Two things keep the broker from acknowledging, in that time, a
-// publish such a worker's subscribers never get:
-//
-//   - A worker that gives a link up as silent keeps the stream open, dials
-//     again, subscribes again on the new stream and then sends REPLACE: the
-//     broker ends the old link only then (replace).
-//   - A link this broker cuts for silence (its link timeout) leaves its
-//     subscriptions behind as a ghost, when its worker is one that sends
-//     REPLACE, is still in the cluster and still has clients: a publish to
-//     one of those channels fails (errGhost) instead of being acknowledged
-//     without that worker. The ghost goes when the worker's new link
-//     replaces it, when the cluster view shows the worker gone or without
-//     clients (it handed them to other workers), or after ghostTTL.
+// A worker's link can end while the worker lives on with clients
+// subscribed through it: the path between them was cut (without a reset,
+// noticed by either side's link timeout), or the link fell too far behind
+// and was cut. Until the worker's next link has subscribed again, this
+// broker would otherwise count it subscribed nowhere and acknowledge
+// publishes its subscribers never get. So a link that ends without its
+// worker closing it leaves its subscriptions behind as a ghost, when its
+// worker is one that sends REPLACE and the cluster view still shows it
+// with clients: a publish to one of those channels fails (errGhost)
+// instead. The worker's new link sends REPLACE behind its subscribes, and
+// the ghost goes (so do older links of the worker still open); it goes
+// too when the view shows the worker gone or without clients (killed, or
+// it handed them to other workers), or after ghostTTL.
 
 import (
 	"time"
@@ -22,18 +20,21 @@ import (
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
 
-// ghostTTL bounds how long a silent worker's subscriptions are held when
+// ghostTTL bounds how long a lost link's subscriptions are held when
 // nothing else ends them (no cluster view comes, say): about a worker's
 // drain timeout, by which time its clients are elsewhere.
 const ghostTTL = 30 * time.Second
 
-// errGhost fails a publish to a channel a silent worker is subscribed to.
+// errGhost fails a publish to a channel a worker whose link was lost is
+// subscribed to.
 const errGhost = "broker: a subscribed worker is unreachable; it may miss this message"
 
 // replace ends the other links of l's worker, and its ghost: l now
 // carries every subscription the worker wants here. From now on the old
 // links take no delivery; what they were sent and did not confirm fails
-// when they are dropped.
+// when they are dropped. (A worker gives a silent link up by ending it;
+// the end may reach this broker only after the new link, once the path
+// heals.)
 func (s *Server) replace(l *link) {
 	if l.worker == "" {
 		return
@@ -50,6 +51,7 @@ func (s *Server) replace(l *link) {
 	}
 	s.mu.Unlock()
 	for _, o := range old {
+		o.superseded.Store(true)
 		o.mu.Lock()
 		o.closed = true
 		o.queue = nil
@@ -62,11 +64,11 @@ func (s *Server) replace(l *link) {
 	}
 }
 
-// keepLocked makes a dropped link a ghost when it ended silent and its
-// worker may still have subscribers behind it; it reports whether it did.
-// s.mu is held.
+// keepLocked makes a dropped link a ghost when it ended without its
+// worker closing it (or replacing it) and its worker may still have
+// subscribers behind it; it reports whether it did. s.mu is held.
 func (s *Server) keepLocked(l *link) bool {
-	if !l.silent.Load() || !l.confirms || !l.replaces || l.worker == "" || len(l.subs) == 0 || !s.servingLocked(l.worker) {
+	if l.clean.Load() || l.superseded.Load() || !l.confirms || !l.replaces || l.worker == "" || len(l.subs) == 0 || !s.servingLocked(l.worker) {
 		return false
 	}
 	if g := s.ghosts[l.worker]; g != nil {
@@ -75,7 +77,7 @@ func (s *Server) keepLocked(l *link) bool {
 	l.ghost.Store(true)
 	s.ghosts[l.worker] = l
 	s.m.ghosts.Inc()
-	s.log.Info("silent worker's subscriptions held: publishes to them fail until it returns or leaves",
+	s.log.Info("lost worker link's subscriptions held: publishes to them fail until it returns or leaves",
 		"worker", l.worker, "channels", len(l.subs))
 	time.AfterFunc(ghostTTL, func() {
 		s.mu.Lock()
@@ -92,7 +94,7 @@ func (s *Server) unghostLocked(g *link, why string) {
 	delete(s.ghosts, g.worker)
 	s.unsubscribeAllLocked(g)
 	s.m.ghosts.Dec()
-	s.log.Info("silent worker's subscriptions released", "worker", g.worker, "why", why)
+	s.log.Info("lost worker link's subscriptions released", "worker", g.worker, "why", why)
 }
 
 // servingLocked reports whether the cluster view shows the worker with
@@ -105,8 +107,8 @@ func (s *Server) servingLocked(id string) bool {
 }
 
 // SetWorkers takes the workers of a cluster view (with their load): the
-// subscriptions held for a silent worker go once it has left the cluster
-// or has no clients left.
+// subscriptions held for a lost link go once its worker has left the
+// cluster or has no clients left.
 func (s *Server) SetWorkers(ws []*sccv1.Member) {
 	load := make(map[string]uint64, len(ws))
 	for _, w := range ws {
@@ -120,4 +122,12 @@ func (s *Server) SetWorkers(ws []*sccv1.Member) {
 			s.unghostLocked(g, "left the cluster or has no clients")
 		}
 	}
+}
+
+// HeldWorkers is the number of workers whose lost link's subscriptions are
+// held.
+func (s *Server) HeldWorkers() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.ghosts)
 }

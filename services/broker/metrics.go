@@ -39,13 +39,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "scc", Subsystem: "broker", Name: "deliveries_unconfirmed_total", Help: "Deliveries whose worker's link ended before it confirmed them (their publishes failed).",
 		}),
 		replaced: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "scc", Subsystem: "broker", Name: "links_replaced_total", Help: "Links ended because their worker's new link carried its subscriptions (the old one had gone silent on the worker's side).",
+			Namespace: "scc", Subsystem: "broker", Name: "links_replaced_total", Help: "Links ended because their worker's new link carried its subscriptions.",
 		}),
 		ghosts: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: "scc", Subsystem: "broker", Name: "silent_workers_held", Help: "Silent workers whose subscriptions are held (publishes to their channels fail until they return or leave).",
+			Namespace: "scc", Subsystem: "broker", Name: "lost_links_held", Help: "Workers whose lost link's subscriptions are held (publishes to their channels fail until the worker links again or leaves).",
 		}),
 		unreachable: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "scc", Subsystem: "broker", Name: "publishes_unreachable_total", Help: "Publishes failed because a silent worker whose subscriptions are held was subscribed to their channel.",
+			Namespace: "scc", Subsystem: "broker", Name: "publishes_unreachable_total", Help: "Publishes failed because a worker whose lost link's subscriptions are held was subscribed to their channel.",
 		}),
 	}
 	if reg != nil {

@@ -91,27 +91,34 @@ func startCutCluster(t *testing.T, brokerCfg broker.Config) (*clustertest.Cluste
 	return c, path, l
 }
 
+// relinked waits until each broker has one link per worker and holds
+// nothing for a lost one: the cut worker's new links replaced the old.
+func relinked(t *testing.T, c *clustertest.Cluster, within time.Duration) {
+	t.Helper()
+	testutil.EventuallyNil(t, within, "one link per worker at each broker, none held", func() error {
+		for _, b := range c.Brokers {
+			if n, h := b.Server().Links(), b.Server().HeldWorkers(); n != 2 || h != 0 {
+				return fmt.Errorf("%s has %d links and holds %d lost ones", b.ID(), n, h)
+			}
+		}
+		return nil
+	})
+}
+
 // A worker's path to the brokers is cut silently and restored after the
-// worker noticed (before the brokers would). The worker dials again and
-// subscribes again while the brokers still hold its old link: every
-// publish they acknowledged reached the worker's subscribers (those that
-// could not are failed to their publishers), and nothing arrived twice.
+// worker noticed (before the brokers would). The worker ends its silent
+// links and dials again; the ends reach the brokers only as the path
+// heals, and the brokers hold the worker's subscriptions until its new
+// links have subscribed again: every publish they acknowledged reached
+// the worker's subscribers (those that could not are failed to their
+// publishers), and nothing arrived twice.
 func TestSilentCutRestored(t *testing.T) {
 	c, path, l := startCutCluster(t, broker.Config{})
 	for range 3 {
 		path.set(true)
 		time.Sleep(1800 * time.Millisecond) // the worker notices after 1-1.5 s
 		path.set(false)
-		// The new links replace the old ones at the brokers (the worker
-		// would give up on an old one by itself only after 2 s).
-		testutil.EventuallyNil(t, 700*time.Millisecond, "one link per worker at each broker", func() error {
-			for _, b := range c.Brokers {
-				if n := b.Server().Links(); n != 2 {
-					return fmt.Errorf("%s has %d links", b.ID(), n)
-				}
-			}
-			return nil
-		})
+		relinked(t, c, 2*time.Second)
 		time.Sleep(time.Second)
 	}
 	sent, acked, failed, missing, dups, reordered := l.finish()
@@ -125,21 +132,14 @@ func TestSilentCutRestored(t *testing.T) {
 // The cut outlasts the brokers' patience too (their link timeout, 1.5 s
 // here), and the worker keeps its clients (it would hand them to the
 // other worker; here it is slow to). The brokers hold its subscriptions
-// while it is silent: what is published to its channels fails until it
-// is back, and nothing acknowledged misses its subscribers.
+// once they cut it: what is published to its channels fails until it is
+// back, and nothing acknowledged misses its subscribers.
 func TestSilentCutOutlastsBroker(t *testing.T) {
 	c, path, l := startCutCluster(t, broker.Config{LinkTimeout: 1500 * time.Millisecond})
 	path.set(true)
 	time.Sleep(3500 * time.Millisecond)
 	path.set(false)
-	testutil.EventuallyNil(t, 3*time.Second, "one link per worker at each broker", func() error {
-		for _, b := range c.Brokers {
-			if n := b.Server().Links(); n != 2 {
-				return fmt.Errorf("%s has %d links", b.ID(), n)
-			}
-		}
-		return nil
-	})
+	relinked(t, c, 3*time.Second)
 	time.Sleep(time.Second)
 	sent, acked, failed, missing, dups, reordered := l.finish()
 	t.Logf("a 3.5 s silent cut: %d sent, %d acked, %d failed, %d deliveries; missing %d, duplicates %d, out of order %d",

@@ -47,24 +47,14 @@ type link struct {
 	lastPub uint64 // seq of the last publish queued
 	pending []pendingOp
 	up      bool
-	gen     uint64 // changes when a stream starts or ends: a sender of another takes nothing
-}
 
-// linkStream is one Link stream of a link.
-type linkStream struct {
-	rpc    sccv1.Broker_LinkClient
-	cancel context.CancelFunc // ends the stream
-	// received counts the deliveries the stream has brought (each handed
-	// to the hub); the sender reports it back, and the broker holds a
-	// publish's ack until every worker it went to has counted it.
+	// received counts the deliveries the current stream has brought (each
+	// handed to the hub); the sender reports it back, and the broker holds
+	// a publish's ack until every worker it went to has counted it.
 	received atomic.Uint64
 	// confirmArmed: a timer will wake the sender to report received alone
 	// if no batch of operations has carried it by then.
 	confirmArmed atomic.Bool
-	// abandoned: the link gave the stream up as silent and runs another;
-	// what still comes on this one is dropped unconfirmed (the broker
-	// fails those publishes).
-	abandoned atomic.Bool
 }
 
 // confirmDelay is how long a count of deliveries received may wait to ride
@@ -179,7 +169,13 @@ func (l *link) run() {
 			return
 		}
 		if errors.Is(err, errLinkSilent) {
+			// The connection under the stream is as dead as the stream:
+			// a new stream on it would hang the same way.
 			l.c.log.Warn("broker link silent: dialling again", "broker", l.id, "after", l.c.cfg.LinkTimeout.String())
+			if conn, derr := grpcx.Dial(l.addr, l.c.cfg.GRPC); derr == nil {
+				l.conn.Close()
+				l.conn = conn
+			}
 		}
 		if time.Since(start) > 5*time.Second {
 			backoff = 20 * time.Millisecond
@@ -194,113 +190,69 @@ func (l *link) run() {
 	}
 }
 
-// session runs one stream until it fails or goes silent. A silent stream
-// is not ended but given up (abandon): the broker still counts this
-// worker subscribed through it until the next stream has subscribed
-// again, so nothing is published to the worker's channels in between
-// that the broker could acknowledge without this worker.
 func (l *link) session() error {
 	ctx, cancel := context.WithCancel(l.ctx)
-	rpc, err := sccv1.NewBrokerClient(l.conn).Link(ctx, grpc.WaitForReady(false))
+	defer cancel()
+	stream, err := sccv1.NewBrokerClient(l.conn).Link(ctx, grpc.WaitForReady(false))
 	if err != nil {
-		cancel()
 		return err
 	}
-	if err := rpc.Send(&sccv1.LinkRequest{WorkerId: l.c.cfg.ID, Confirms: true}); err != nil {
-		cancel()
+	l.received.Store(0)
+	if err := stream.Send(&sccv1.LinkRequest{WorkerId: l.c.cfg.ID, Confirms: true}); err != nil {
 		return err
 	}
-	st := &linkStream{rpc: rpc, cancel: cancel}
 	l.mu.Lock()
 	l.up = true
-	l.gen++
-	gen := l.gen
 	l.mu.Unlock()
 	l.c.linkUp(l)
-	// Every subscription is queued ahead of it: the broker ends the
-	// streams this link gave up.
+	// Every subscription is queued ahead of it: the broker lets go of
+	// what it held for this worker's previous stream (see the broker's
+	// ghost.go).
 	l.queue(sccv1.OpKind_OP_KIND_REPLACE, "", nil, nil, time.Time{})
 
-	sctx, stopSend := context.WithCancel(ctx)
 	sendErr := make(chan error, 1)
-	go func() { sendErr <- l.sendLoop(sctx, st, gen) }()
+	go func() { sendErr <- l.sendLoop(ctx, stream) }()
 	var heard atomic.Int64 // unix nanos of the last message from the broker
 	heard.Store(time.Now().UnixNano())
 	silent := make(chan struct{})
-	go l.watch(sctx, &heard, silent)
-	recvErr := make(chan error, 1)
-	go func() { recvErr <- l.recvLoop(st, &heard) }()
-	select {
-	case err = <-recvErr:
-		stopSend()
-		cancel()
-		<-sendErr
-		l.down()
-		return err
-	case <-silent:
-	}
-	st.abandoned.Store(true)
-	stopSend() // a Send held by the dead path returns when it can; its sender then stops
-	l.down()
-	// The connection under the stream is as dead as the stream: the next
-	// stream goes on a new one.
-	var old *grpc.ClientConn
-	if conn, derr := grpcx.Dial(l.addr, l.c.cfg.GRPC); derr == nil {
-		old, l.conn = l.conn, conn
-	}
-	go l.abandon(st, recvErr, old)
-	return errLinkSilent
-}
-
-// abandon holds a stream given up as silent open until the broker ends it
-// (the link's next stream replaced it there), or at the latest after
-// twice the link timeout (a broker that never answers, or an older one),
-// then closes old, the connection it ran on, if the link has left it.
-func (l *link) abandon(st *linkStream, recvErr <-chan error, old *grpc.ClientConn) {
-	t := time.NewTimer(2 * l.c.cfg.LinkTimeout)
-	defer t.Stop()
-	select {
-	case <-recvErr:
-	case <-t.C:
-	case <-l.ctx.Done():
-	}
-	st.cancel()
-	if old != nil {
-		old.Close()
-	}
-}
-
-// recvLoop hands the broker's deliveries to the hub and settles acks,
-// until the stream fails.
-func (l *link) recvLoop(st *linkStream, heard *atomic.Int64) error {
+	go l.watch(ctx, cancel, &heard, silent)
+	var recvErr error
 	for {
-		resp, err := st.rpc.Recv()
+		resp, err := stream.Recv()
 		if err != nil {
-			return err
-		}
-		if st.abandoned.Load() {
-			continue // unconfirmed: the broker fails these publishes
+			recvErr = err
+			select {
+			case <-silent:
+				recvErr = errLinkSilent
+			default:
+			}
+			break
 		}
 		heard.Store(time.Now().UnixNano())
 		for _, d := range resp.Deliveries {
 			l.c.deliver(d.Channel, d.Data)
 		}
 		if len(resp.Deliveries) > 0 {
-			st.received.Add(uint64(len(resp.Deliveries)))
-			if !st.confirmArmed.Swap(true) {
-				time.AfterFunc(confirmDelay, func() { st.confirmArmed.Store(false); l.wake() })
+			l.received.Add(uint64(len(resp.Deliveries)))
+			if !l.confirmArmed.Swap(true) {
+				time.AfterFunc(confirmDelay, func() { l.confirmArmed.Store(false); l.wake() })
 			}
 		}
 		if resp.Acked != 0 {
 			l.settle(resp.Acked, resp.Failed)
 		}
 	}
+	cancel()
+	<-sendErr
+	l.down()
+	return recvErr
 }
 
 // watch sends a sync each half second nothing came from the broker or
 // nothing went to it (so both ends hear from each other at least that
-// often), and closes silent when nothing has come for Config.LinkTimeout.
-func (l *link) watch(ctx context.Context, heard *atomic.Int64, silent chan struct{}) {
+// often), and cuts the session (closing silent) when nothing has come for
+// Config.LinkTimeout.
+func (l *link) watch(ctx context.Context, cut context.CancelFunc, heard *atomic.Int64, silent chan struct{}) {
 	every := min(500*time.Millisecond, l.c.cfg.LinkTimeout/3)
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -313,8 +265,9 @@ func (l *link) watch(ctx context.Context, heard *atomic.Int64, silent chan struc
 		}
 		quiet := time.Since(time.Unix(0, heard.Load()))
 		if quiet >= l.c.cfg.LinkTimeout {
-			l.c.m.linkSilent.Inc()
 			close(silent)
+			l.c.m.linkSilent.Inc()
+			cut()
 			return
 		}
 		if last := l.lastOp(); quiet >= every || last == sent {
@@ -333,7 +286,7 @@ func (l *link) wake() {
 
 // sendLoop sends the queued operations in batches, each with the count of
 // deliveries received (alone when there is nothing else to send).
-func (l *link) sendLoop(ctx context.Context, st *linkStream, gen uint64) error {
+func (l *link) sendLoop(ctx context.Context, stream sccv1.Broker_LinkClient) error {
 	var confirmed uint64
 	for {
 		select {
@@ -343,14 +296,6 @@ func (l *link) sendLoop(ctx context.Context, st *linkStream, gen uint64) error {
 		}
 		for {
 			l.mu.Lock()
-			if l.gen != gen {
-				// The stream was given up while a Send was held: what is
-				// queued now belongs to the next one (and so does the
-				// wake this sender may have taken).
-				l.mu.Unlock()
-				l.wake()
-				return nil
-			}
 			// At most maxOpsPerMessage operations and, beyond the first,
 			// grpcx.MaxBatchBytes.
 			n, size := 0, 0
@@ -371,11 +316,11 @@ func (l *link) sendLoop(ctx context.Context, st *linkStream, gen uint64) error {
 				l.ops = nil
 			}
 			l.mu.Unlock()
-			received := st.received.Load()
+			received := l.received.Load()
 			if n == 0 && received == confirmed {
 				break
 			}
-			if err := st.rpc.Send(&sccv1.LinkRequest{Ops: batch, Received: received}); err != nil {
+			if err := stream.Send(&sccv1.LinkRequest{Ops: batch, Received: received}); err != nil {
 				return err
 			}
 			confirmed = received
@@ -431,7 +376,6 @@ func (l *link) settle(acked uint64, failed []*sccv1.OpError) {
 func (l *link) down() {
 	l.mu.Lock()
 	l.up = false
-	l.gen++
 	pending := l.pending
 	l.pending = nil
 	l.ops, l.bytes = nil, 0
