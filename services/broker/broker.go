@@ -194,6 +194,7 @@ type link struct {
 	clean      atomic.Bool // the worker closed it (CloseSend)
 	superseded atomic.Bool // its worker's new link replaced it
 	ghost      atomic.Bool // ended, its subscriptions held (ghost.go)
+	heldSince  time.Time   // when it became one (under Server.mu)
 
 	recv    atomic.Uint64 // deliveries the worker confirmed (changed under mu)
 	settled atomic.Bool   // ended, and what it had not confirmed has failed (set under mu)
@@ -596,9 +597,18 @@ func (l *link) takeFailed(acked uint64) []*sccv1.OpError {
 // errUnconfirmed fails a publish whose delivery a worker never confirmed.
 const errUnconfirmed = "broker: a subscribed worker's link ended before it confirmed the delivery"
 
-// drop removes a finished link's subscriptions and fails every publish
-// whose delivery it had not confirmed.
+// drop removes a finished link's subscriptions (or holds them, ghost.go)
+// and fails every publish whose delivery it had not confirmed.
 func (s *Server) drop(l *link) {
+	// Held or removed first: from then on a publish either fails on the
+	// ghost or does not count on this link; until then it is queued here
+	// and fails below with the rest.
+	s.mu.Lock()
+	delete(s.links, l)
+	if !s.keepLocked(l) {
+		s.unsubscribeAllLocked(l)
+	}
+	s.mu.Unlock()
 	l.mu.Lock()
 	l.closed = true
 	l.queue = nil
@@ -615,12 +625,6 @@ func (s *Server) drop(l *link) {
 	l.mu.Lock()
 	l.settled.Store(true)
 	l.unlockAndWake()
-	s.mu.Lock()
-	delete(s.links, l)
-	if !s.keepLocked(l) {
-		s.unsubscribeAllLocked(l)
-	}
-	s.mu.Unlock()
 	s.m.links.Dec()
 	if l.dropped.Load() {
 		s.m.slowLinks.Inc()

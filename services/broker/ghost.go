@@ -8,11 +8,12 @@ package broker
 // publishes its subscribers never get. So a link that ends without its
 // worker closing it leaves its subscriptions behind as a ghost, when its
 // worker is one that sends REPLACE and the cluster view still shows it
-// with clients: a publish to one of those channels fails (errGhost)
+// in the cluster: a publish to one of those channels fails (errGhost)
 // instead. The worker's new link sends REPLACE behind its subscribes, and
 // the ghost goes (so do older links of the worker still open); it goes
-// too when the view shows the worker gone or without clients (killed, or
-// it handed them to other workers), or after ghostTTL.
+// too when the view shows the worker gone (killed, say) or, in a report
+// made after the link was lost, without clients (it handed them to other
+// workers), or after ghostTTL.
 
 import (
 	"time"
@@ -24,6 +25,10 @@ import (
 // nothing else ends them (no cluster view comes, say): about a worker's
 // drain timeout, by which time its clients are elsewhere.
 const ghostTTL = 30 * time.Second
+
+// loadLag bounds how old the load a view shows may be: a worker reports
+// it each second and state passes changes on each second.
+const loadLag = 3 * time.Second
 
 // errGhost fails a publish to a channel a worker whose link was lost is
 // subscribed to.
@@ -65,16 +70,20 @@ func (s *Server) replace(l *link) {
 }
 
 // keepLocked makes a dropped link a ghost when it ended without its
-// worker closing it (or replacing it) and its worker may still have
-// subscribers behind it; it reports whether it did. s.mu is held.
+// worker closing it (or replacing it) and its worker is still in the
+// cluster; it reports whether it did. s.mu is held.
 func (s *Server) keepLocked(l *link) bool {
-	if l.clean.Load() || l.superseded.Load() || !l.confirms || !l.replaces || l.worker == "" || len(l.subs) == 0 || !s.servingLocked(l.worker) {
+	if l.clean.Load() || l.superseded.Load() || !l.confirms || !l.replaces || l.worker == "" || len(l.subs) == 0 {
+		return false
+	}
+	if _, member := s.workers[l.worker]; s.workers != nil && !member {
 		return false
 	}
 	if g := s.ghosts[l.worker]; g != nil {
 		s.unghostLocked(g, "superseded")
 	}
 	l.ghost.Store(true)
+	l.heldSince = time.Now()
 	s.ghosts[l.worker] = l
 	s.m.ghosts.Inc()
 	s.log.Info("lost worker link's subscriptions held: publishes to them fail until it returns or leaves",
@@ -97,15 +106,6 @@ func (s *Server) unghostLocked(g *link, why string) {
 	s.log.Info("lost worker link's subscriptions released", "worker", g.worker, "why", why)
 }
 
-// servingLocked reports whether the cluster view shows the worker with
-// clients (or no view has come yet). s.mu is held.
-func (s *Server) servingLocked(id string) bool {
-	if s.workers == nil {
-		return true
-	}
-	return s.workers[id] > 0
-}
-
 // SetWorkers takes the workers of a cluster view (with their load): the
 // subscriptions held for a lost link go once its worker has left the
 // cluster or has no clients left.
@@ -118,8 +118,12 @@ func (s *Server) SetWorkers(ws []*sccv1.Member) {
 	defer s.mu.Unlock()
 	s.workers = load
 	for id, g := range s.ghosts {
-		if !s.servingLocked(id) {
-			s.unghostLocked(g, "left the cluster or has no clients")
+		n, member := load[id]
+		switch {
+		case !member:
+			s.unghostLocked(g, "left the cluster")
+		case n == 0 && time.Since(g.heldSince) > loadLag:
+			s.unghostLocked(g, "has no clients left")
 		}
 	}
 }
