@@ -88,6 +88,14 @@ func (s *Server) keepLocked(l *link) bool {
 	s.m.ghosts.Inc()
 	s.log.Info("lost worker link's subscriptions held: publishes to them fail until it returns or leaves",
 		"worker", l.worker, "channels", len(l.subs))
+	// The view may have shown the worker without clients already (and
+	// say nothing new for a while): look again once a report made after
+	// the loss has had time to come.
+	time.AfterFunc(loadLag, func() {
+		s.mu.Lock()
+		s.checkLocked(l)
+		s.mu.Unlock()
+	})
 	time.AfterFunc(ghostTTL, func() {
 		s.mu.Lock()
 		if s.ghosts[l.worker] == l {
@@ -96,6 +104,21 @@ func (s *Server) keepLocked(l *link) bool {
 		s.mu.Unlock()
 	})
 	return true
+}
+
+// checkLocked lets ghost g go when the last view shows its worker gone,
+// or without clients in a report made after the loss. s.mu is held.
+func (s *Server) checkLocked(g *link) {
+	if s.ghosts[g.worker] != g || s.workers == nil {
+		return
+	}
+	n, member := s.workers[g.worker]
+	switch {
+	case !member:
+		s.unghostLocked(g, "left the cluster")
+	case n == 0 && time.Since(g.heldSince) >= loadLag:
+		s.unghostLocked(g, "has no clients left")
+	}
 }
 
 // unghostLocked lets a ghost's subscriptions go. s.mu is held.
@@ -117,14 +140,8 @@ func (s *Server) SetWorkers(ws []*sccv1.Member) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.workers = load
-	for id, g := range s.ghosts {
-		n, member := load[id]
-		switch {
-		case !member:
-			s.unghostLocked(g, "left the cluster")
-		case n == 0 && time.Since(g.heldSince) > loadLag:
-			s.unghostLocked(g, "has no clients left")
-		}
+	for _, g := range s.ghosts {
+		s.checkLocked(g)
 	}
 }
 
