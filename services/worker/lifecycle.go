@@ -115,10 +115,10 @@ func (s *Socket) tick(now time.Time) {
 	}
 }
 
-// finish runs once on the reader goroutine when the connection is gone.
+// finish runs once, on the reaper, when the connection is gone; it calls
+// s.srv.readers.Done once the socket's disconnect hooks have returned.
 func (s *Socket) finish() {
 	s.ws.Close()
-	s.rd.Drop()
 	s.markClosed(CloseAbnormal, "")
 	q := &s.out
 	q.mu.Lock()
@@ -139,10 +139,16 @@ func (s *Socket) finish() {
 	}
 	s.srv.removeSocket(s)
 	s.srv.metrics.disconnects.WithLabelValues(itoa(code)).Inc()
-	if wasOpen {
-		for _, fn := range s.srv.h.Load().onDisconnect {
-			s.guard("disconnect hook", func() { fn(s, code, reason) })
-		}
-	}
 	s.srv.log.Debug("socket closed", "conn", s.id, "code", code)
+	if hooks := s.srv.h.Load().onDisconnect; wasOpen && len(hooks) > 0 {
+		// User code may block: not on the reaper.
+		go func() {
+			defer s.srv.readers.Done()
+			for _, fn := range hooks {
+				s.guard("disconnect hook", func() { fn(s, code, reason) })
+			}
+		}()
+		return
+	}
+	s.srv.readers.Done()
 }

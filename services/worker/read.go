@@ -26,8 +26,6 @@ func (s *Socket) readLoop() {
 			return
 		}
 		if err != nil {
-			defer s.srv.readers.Done()
-			defer s.finish()
 			code, reason := CloseAbnormal, ""
 			var ce *ws.CloseError
 			if errors.As(err, &ce) {
@@ -36,7 +34,9 @@ func (s *Socket) readLoop() {
 					s.srv.metrics.badMessages.WithLabelValues(closeReasons[ce.Code]).Inc()
 				}
 			}
+			s.rd.Drop()
 			s.markClosed(code, reason)
+			s.srv.reaper.add(s) // it finishes the socket and calls s.srv.readers.Done
 			return
 		}
 		if s.state.Load() == stateClosed {

@@ -138,7 +138,8 @@ type Server struct {
 	socketsMu sync.Mutex
 	sockets   map[*Socket]struct{}
 	nSockets  atomic.Int64
-	readers   sync.WaitGroup
+	readers   sync.WaitGroup // a socket's reader until the reaper has finished it
+	reaper    reaper
 
 	draining atomic.Bool
 	drainMu  sync.Mutex
@@ -375,7 +376,7 @@ func (s *Server) serveWS(w http.ResponseWriter, r *http.Request) {
 	// The reader gets a fresh goroutine and this one returns: net/http then
 	// lets go of its per-connection state (buffered reader and writer,
 	// the grown stack of its serving goroutine), about 8 KiB per socket.
-	go sock.readLoop() // it calls s.readers.Done when it ends
+	go sock.readLoop() // the reaper calls s.readers.Done when it has finished the socket
 }
 
 // keptRequest is what a socket keeps of its upgrade request for its
