@@ -10,9 +10,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -39,6 +41,10 @@ type Config struct {
 	// Ready, when set, is the member's readiness, reported at registration
 	// and in heartbeats; without it the member is always ready.
 	Ready func() bool
+	// LostLinks, when set (workers), lists the member's streams to brokers
+	// that ended unreplaced (Member.lost_links), reported at registration
+	// and in heartbeats.
+	LostLinks func() []*sccv1.LostLink
 	// OnView receives every view, in order, on one goroutine. It must not
 	// block for long.
 	OnView func(*sccv1.ClusterView)
@@ -157,7 +163,8 @@ func (c *Client) session() error {
 	m := proto.Clone(c.cfg.Member).(*sccv1.Member)
 	m.Draining = c.draining
 	c.mu.Unlock()
-	m.Load, m.Ready = c.load()
+	hb := c.report()
+	m.Load, m.Ready, m.LostLinks = hb.Load, hb.Ready, hb.LostLinks
 	reg := &sccv1.Register{Member: m}
 	if c.cfg.View != nil {
 		reg.View = c.cfg.View()
@@ -181,11 +188,13 @@ func (c *Client) session() error {
 	go func() {
 		t := time.NewTicker(c.cfg.HeartbeatInterval)
 		defer t.Stop()
-		// Readiness is looked at more often than heartbeats go: a change
-		// goes out at once (gateways route by it).
+		// Readiness and lost links are looked at more often than
+		// heartbeats go: a change goes out at once (gateways route by
+		// readiness; a broker holding a lost link's subscriptions lets go
+		// once the worker reports it lost and without clients).
 		rt := time.NewTicker(readyEvery)
 		defer rt.Stop()
-		ready := m.Ready
+		sent := urgent(hb)
 		for {
 			var msg *sccv1.JoinRequest
 			select {
@@ -194,12 +203,16 @@ func (c *Client) session() error {
 				return
 			case msg = <-out:
 			case <-rt.C:
-				if c.cfg.Ready == nil || c.cfg.Ready() == ready {
+				hb := c.report()
+				if urgent(hb) == sent {
 					continue
 				}
-				msg = c.heartbeat(&ready)
+				sent = urgent(hb)
+				msg = &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
 			case <-t.C:
-				msg = c.heartbeat(&ready)
+				hb := c.report()
+				sent = urgent(hb)
+				msg = &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
 			}
 			if err := stream.Send(msg); err != nil {
 				sendErr <- err
@@ -220,21 +233,29 @@ func (c *Client) session() error {
 	}
 }
 
-// heartbeat reports the member's load and readiness, noting the latter in
-// *ready.
-func (c *Client) heartbeat(ready *bool) *sccv1.JoinRequest {
-	hb := &sccv1.Heartbeat{}
-	hb.Load, hb.Ready = c.load()
-	*ready = hb.Ready
-	return &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
+// report is what heartbeats carry: the member's load, readiness and lost
+// links.
+func (c *Client) report() *sccv1.Heartbeat {
+	hb := &sccv1.Heartbeat{Ready: c.cfg.Ready == nil || c.cfg.Ready()}
+	if c.cfg.Load != nil {
+		hb.Load = c.cfg.Load()
+	}
+	if c.cfg.LostLinks != nil {
+		hb.LostLinks = c.cfg.LostLinks()
+	}
+	return hb
 }
 
-// load is what heartbeats report.
-func (c *Client) load() (load uint64, ready bool) {
-	if c.cfg.Load != nil {
-		load = c.cfg.Load()
+// urgent is the part of a report that goes out as soon as it changes:
+// readiness, the lost links, and whether a member with lost links has no
+// load left.
+func urgent(hb *sccv1.Heartbeat) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%t %t", hb.Ready, len(hb.LostLinks) > 0 && hb.Load == 0)
+	for _, l := range hb.LostLinks {
+		fmt.Fprintf(&b, " %s:%d", l.BrokerId, l.Link)
 	}
-	return load, c.cfg.Ready == nil || c.cfg.Ready()
+	return b.String()
 }
 
 func (c *Client) send(msg *sccv1.JoinRequest) bool {

@@ -223,7 +223,12 @@ type Member struct {
 	Load uint64 `protobuf:"varint,5,opt,name=load,proto3" json:"load,omitempty"`
 	// ready is the member's own readiness (workers: accepting sockets with
 	// live broker links); gateways route only to ready, non-draining workers.
-	Ready         bool `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
+	Ready bool `protobuf:"varint,6,opt,name=ready,proto3" json:"ready,omitempty"`
+	// lost_links (workers): their streams to brokers that ended and that no
+	// newer stream to the same broker has replaced yet. A broker drops such
+	// a stream if it still has it, and lets go of the subscriptions it holds
+	// for it once the same report shows the worker without clients.
+	LostLinks     []*LostLink `protobuf:"bytes,7,rep,name=lost_links,json=lostLinks,proto3" json:"lost_links,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -300,6 +305,67 @@ func (x *Member) GetReady() bool {
 	return false
 }
 
+func (x *Member) GetLostLinks() []*LostLink {
+	if x != nil {
+		return x.LostLinks
+	}
+	return nil
+}
+
+// LostLink names a worker's stream to a broker that ended.
+type LostLink struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	BrokerId string                 `protobuf:"bytes,1,opt,name=broker_id,json=brokerId,proto3" json:"broker_id,omitempty"`
+	// link is the stream's number (LinkRequest.link).
+	Link          uint64 `protobuf:"varint,2,opt,name=link,proto3" json:"link,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LostLink) Reset() {
+	*x = LostLink{}
+	mi := &file_scc_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LostLink) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LostLink) ProtoMessage() {}
+
+func (x *LostLink) ProtoReflect() protoreflect.Message {
+	mi := &file_scc_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LostLink.ProtoReflect.Descriptor instead.
+func (*LostLink) Descriptor() ([]byte, []int) {
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *LostLink) GetBrokerId() string {
+	if x != nil {
+		return x.BrokerId
+	}
+	return ""
+}
+
+func (x *LostLink) GetLink() uint64 {
+	if x != nil {
+		return x.Link
+	}
+	return 0
+}
+
 // View is a worker's ring as it last applied it; reported at registration
 // so a restarted state service can resume a migration in flight.
 type View struct {
@@ -314,7 +380,7 @@ type View struct {
 
 func (x *View) Reset() {
 	*x = View{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[1]
+	mi := &file_scc_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -326,7 +392,7 @@ func (x *View) String() string {
 func (*View) ProtoMessage() {}
 
 func (x *View) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[1]
+	mi := &file_scc_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -339,7 +405,7 @@ func (x *View) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use View.ProtoReflect.Descriptor instead.
 func (*View) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *View) GetEpoch() uint64 {
@@ -380,7 +446,7 @@ type Register struct {
 
 func (x *Register) Reset() {
 	*x = Register{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[2]
+	mi := &file_scc_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -392,7 +458,7 @@ func (x *Register) String() string {
 func (*Register) ProtoMessage() {}
 
 func (x *Register) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[2]
+	mi := &file_scc_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -405,7 +471,7 @@ func (x *Register) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Register.ProtoReflect.Descriptor instead.
 func (*Register) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *Register) GetMember() *Member {
@@ -426,13 +492,14 @@ type Heartbeat struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Load          uint64                 `protobuf:"varint,1,opt,name=load,proto3" json:"load,omitempty"`
 	Ready         bool                   `protobuf:"varint,2,opt,name=ready,proto3" json:"ready,omitempty"`
+	LostLinks     []*LostLink            `protobuf:"bytes,3,rep,name=lost_links,json=lostLinks,proto3" json:"lost_links,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[3]
+	mi := &file_scc_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -444,7 +511,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[3]
+	mi := &file_scc_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -457,7 +524,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Heartbeat) GetLoad() uint64 {
@@ -474,6 +541,13 @@ func (x *Heartbeat) GetReady() bool {
 	return false
 }
 
+func (x *Heartbeat) GetLostLinks() []*LostLink {
+	if x != nil {
+		return x.LostLinks
+	}
+	return nil
+}
+
 // Ack says that the worker finished the given phase of the given epoch.
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -485,7 +559,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[4]
+	mi := &file_scc_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -497,7 +571,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[4]
+	mi := &file_scc_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -510,7 +584,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Ack) GetEpoch() uint64 {
@@ -539,7 +613,7 @@ type Drain struct {
 
 func (x *Drain) Reset() {
 	*x = Drain{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[5]
+	mi := &file_scc_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +625,7 @@ func (x *Drain) String() string {
 func (*Drain) ProtoMessage() {}
 
 func (x *Drain) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[5]
+	mi := &file_scc_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +638,7 @@ func (x *Drain) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Drain.ProtoReflect.Descriptor instead.
 func (*Drain) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 type JoinRequest struct {
@@ -582,7 +656,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[6]
+	mi := &file_scc_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +668,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[6]
+	mi := &file_scc_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +681,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{6}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *JoinRequest) GetMsg() isJoinRequest_Msg {
@@ -700,7 +774,7 @@ type ClusterView struct {
 
 func (x *ClusterView) Reset() {
 	*x = ClusterView{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[7]
+	mi := &file_scc_v1_cluster_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -712,7 +786,7 @@ func (x *ClusterView) String() string {
 func (*ClusterView) ProtoMessage() {}
 
 func (x *ClusterView) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[7]
+	mi := &file_scc_v1_cluster_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -725,7 +799,7 @@ func (x *ClusterView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterView.ProtoReflect.Descriptor instead.
 func (*ClusterView) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{7}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ClusterView) GetEpoch() uint64 {
@@ -796,7 +870,7 @@ type Op struct {
 
 func (x *Op) Reset() {
 	*x = Op{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[8]
+	mi := &file_scc_v1_cluster_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -808,7 +882,7 @@ func (x *Op) String() string {
 func (*Op) ProtoMessage() {}
 
 func (x *Op) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[8]
+	mi := &file_scc_v1_cluster_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -821,7 +895,7 @@ func (x *Op) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Op.ProtoReflect.Descriptor instead.
 func (*Op) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{8}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Op) GetKind() OpKind {
@@ -872,14 +946,18 @@ type LinkRequest struct {
 	// broker then holds the ack of a publish until every worker it was
 	// delivered to has confirmed it, and fails the publish when one of them
 	// is lost first. Without it (an older worker) acks do not wait for it.
-	Confirms      bool `protobuf:"varint,4,opt,name=confirms,proto3" json:"confirms,omitempty"`
+	Confirms bool `protobuf:"varint,4,opt,name=confirms,proto3" json:"confirms,omitempty"`
+	// link, on the first message, numbers the stream among the worker's
+	// streams to this broker: 1, 2, ... over the worker process's life (0:
+	// an older worker). Member.lost_links refers to it.
+	Link          uint64 `protobuf:"varint,5,opt,name=link,proto3" json:"link,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *LinkRequest) Reset() {
 	*x = LinkRequest{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[9]
+	mi := &file_scc_v1_cluster_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -891,7 +969,7 @@ func (x *LinkRequest) String() string {
 func (*LinkRequest) ProtoMessage() {}
 
 func (x *LinkRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[9]
+	mi := &file_scc_v1_cluster_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -904,7 +982,7 @@ func (x *LinkRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkRequest.ProtoReflect.Descriptor instead.
 func (*LinkRequest) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{9}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *LinkRequest) GetWorkerId() string {
@@ -935,6 +1013,13 @@ func (x *LinkRequest) GetConfirms() bool {
 	return false
 }
 
+func (x *LinkRequest) GetLink() uint64 {
+	if x != nil {
+		return x.Link
+	}
+	return 0
+}
+
 type Delivery struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
@@ -945,7 +1030,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[10]
+	mi := &file_scc_v1_cluster_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -957,7 +1042,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[10]
+	mi := &file_scc_v1_cluster_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -970,7 +1055,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{10}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Delivery) GetChannel() string {
@@ -1004,7 +1089,7 @@ type LinkResponse struct {
 
 func (x *LinkResponse) Reset() {
 	*x = LinkResponse{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[11]
+	mi := &file_scc_v1_cluster_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1016,7 +1101,7 @@ func (x *LinkResponse) String() string {
 func (*LinkResponse) ProtoMessage() {}
 
 func (x *LinkResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[11]
+	mi := &file_scc_v1_cluster_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1029,7 +1114,7 @@ func (x *LinkResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkResponse.ProtoReflect.Descriptor instead.
 func (*LinkResponse) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{11}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *LinkResponse) GetAcked() uint64 {
@@ -1066,7 +1151,7 @@ type OpError struct {
 
 func (x *OpError) Reset() {
 	*x = OpError{}
-	mi := &file_scc_v1_cluster_proto_msgTypes[12]
+	mi := &file_scc_v1_cluster_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1078,7 +1163,7 @@ func (x *OpError) String() string {
 func (*OpError) ProtoMessage() {}
 
 func (x *OpError) ProtoReflect() protoreflect.Message {
-	mi := &file_scc_v1_cluster_proto_msgTypes[12]
+	mi := &file_scc_v1_cluster_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1091,7 +1176,7 @@ func (x *OpError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpError.ProtoReflect.Descriptor instead.
 func (*OpError) Descriptor() ([]byte, []int) {
-	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{12}
+	return file_scc_v1_cluster_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *OpError) GetSeq() uint64 {
@@ -1119,14 +1204,19 @@ var File_scc_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_scc_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x14scc/v1/cluster.proto\x12\x06scc.v1\"\x9a\x01\n" +
+	"\x14scc/v1/cluster.proto\x12\x06scc.v1\"\xcb\x01\n" +
 	"\x06Member\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12 \n" +
 	"\x04role\x18\x02 \x01(\x0e2\f.scc.v1.RoleR\x04role\x12\x18\n" +
 	"\aaddress\x18\x03 \x01(\tR\aaddress\x12\x1a\n" +
 	"\bdraining\x18\x04 \x01(\bR\bdraining\x12\x12\n" +
 	"\x04load\x18\x05 \x01(\x04R\x04load\x12\x14\n" +
-	"\x05ready\x18\x06 \x01(\bR\x05ready\"\x9e\x01\n" +
+	"\x05ready\x18\x06 \x01(\bR\x05ready\x12/\n" +
+	"\n" +
+	"lost_links\x18\a \x03(\v2\x10.scc.v1.LostLinkR\tlostLinks\";\n" +
+	"\bLostLink\x12\x1b\n" +
+	"\tbroker_id\x18\x01 \x01(\tR\bbrokerId\x12\x12\n" +
+	"\x04link\x18\x02 \x01(\x04R\x04link\"\x9e\x01\n" +
 	"\x04View\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
 	"\x05phase\x18\x02 \x01(\x0e2\r.scc.v1.PhaseR\x05phase\x12(\n" +
@@ -1134,10 +1224,12 @@ const file_scc_v1_cluster_proto_rawDesc = "" +
 	"\fprev_brokers\x18\x04 \x03(\v2\x0e.scc.v1.MemberR\vprevBrokers\"T\n" +
 	"\bRegister\x12&\n" +
 	"\x06member\x18\x01 \x01(\v2\x0e.scc.v1.MemberR\x06member\x12 \n" +
-	"\x04view\x18\x02 \x01(\v2\f.scc.v1.ViewR\x04view\"5\n" +
+	"\x04view\x18\x02 \x01(\v2\f.scc.v1.ViewR\x04view\"f\n" +
 	"\tHeartbeat\x12\x12\n" +
 	"\x04load\x18\x01 \x01(\x04R\x04load\x12\x14\n" +
-	"\x05ready\x18\x02 \x01(\bR\x05ready\"@\n" +
+	"\x05ready\x18\x02 \x01(\bR\x05ready\x12/\n" +
+	"\n" +
+	"lost_links\x18\x03 \x03(\v2\x10.scc.v1.LostLinkR\tlostLinks\"@\n" +
 	"\x03Ack\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12#\n" +
 	"\x05phase\x18\x02 \x01(\x0e2\r.scc.v1.PhaseR\x05phase\"\a\n" +
@@ -1161,13 +1253,14 @@ const file_scc_v1_cluster_proto_rawDesc = "" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\x12\x10\n" +
 	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12\x14\n" +
-	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"\x80\x01\n" +
+	"\x05epoch\x18\x05 \x01(\x04R\x05epoch\"\x94\x01\n" +
 	"\vLinkRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x1c\n" +
 	"\x03ops\x18\x02 \x03(\v2\n" +
 	".scc.v1.OpR\x03ops\x12\x1a\n" +
 	"\breceived\x18\x03 \x01(\x04R\breceived\x12\x1a\n" +
-	"\bconfirms\x18\x04 \x01(\bR\bconfirms\"8\n" +
+	"\bconfirms\x18\x04 \x01(\bR\bconfirms\x12\x12\n" +
+	"\x04link\x18\x05 \x01(\x04R\x04link\"8\n" +
 	"\bDelivery\x12\x18\n" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12\x12\n" +
 	"\x04data\x18\x02 \x01(\fR\x04data\"\x7f\n" +
@@ -1216,55 +1309,58 @@ func file_scc_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_scc_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_scc_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_scc_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_scc_v1_cluster_proto_goTypes = []any{
 	(Role)(0),            // 0: scc.v1.Role
 	(Phase)(0),           // 1: scc.v1.Phase
 	(OpKind)(0),          // 2: scc.v1.OpKind
 	(*Member)(nil),       // 3: scc.v1.Member
-	(*View)(nil),         // 4: scc.v1.View
-	(*Register)(nil),     // 5: scc.v1.Register
-	(*Heartbeat)(nil),    // 6: scc.v1.Heartbeat
-	(*Ack)(nil),          // 7: scc.v1.Ack
-	(*Drain)(nil),        // 8: scc.v1.Drain
-	(*JoinRequest)(nil),  // 9: scc.v1.JoinRequest
-	(*ClusterView)(nil),  // 10: scc.v1.ClusterView
-	(*Op)(nil),           // 11: scc.v1.Op
-	(*LinkRequest)(nil),  // 12: scc.v1.LinkRequest
-	(*Delivery)(nil),     // 13: scc.v1.Delivery
-	(*LinkResponse)(nil), // 14: scc.v1.LinkResponse
-	(*OpError)(nil),      // 15: scc.v1.OpError
+	(*LostLink)(nil),     // 4: scc.v1.LostLink
+	(*View)(nil),         // 5: scc.v1.View
+	(*Register)(nil),     // 6: scc.v1.Register
+	(*Heartbeat)(nil),    // 7: scc.v1.Heartbeat
+	(*Ack)(nil),          // 8: scc.v1.Ack
+	(*Drain)(nil),        // 9: scc.v1.Drain
+	(*JoinRequest)(nil),  // 10: scc.v1.JoinRequest
+	(*ClusterView)(nil),  // 11: scc.v1.ClusterView
+	(*Op)(nil),           // 12: scc.v1.Op
+	(*LinkRequest)(nil),  // 13: scc.v1.LinkRequest
+	(*Delivery)(nil),     // 14: scc.v1.Delivery
+	(*LinkResponse)(nil), // 15: scc.v1.LinkResponse
+	(*OpError)(nil),      // 16: scc.v1.OpError
 }
 var file_scc_v1_cluster_proto_depIdxs = []int32{
 	0,  // 0: scc.v1.Member.role:type_name -> scc.v1.Role
-	1,  // 1: scc.v1.View.phase:type_name -> scc.v1.Phase
-	3,  // 2: scc.v1.View.brokers:type_name -> scc.v1.Member
-	3,  // 3: scc.v1.View.prev_brokers:type_name -> scc.v1.Member
-	3,  // 4: scc.v1.Register.member:type_name -> scc.v1.Member
-	4,  // 5: scc.v1.Register.view:type_name -> scc.v1.View
-	1,  // 6: scc.v1.Ack.phase:type_name -> scc.v1.Phase
-	5,  // 7: scc.v1.JoinRequest.register:type_name -> scc.v1.Register
-	6,  // 8: scc.v1.JoinRequest.heartbeat:type_name -> scc.v1.Heartbeat
-	7,  // 9: scc.v1.JoinRequest.ack:type_name -> scc.v1.Ack
-	8,  // 10: scc.v1.JoinRequest.drain:type_name -> scc.v1.Drain
-	1,  // 11: scc.v1.ClusterView.phase:type_name -> scc.v1.Phase
-	3,  // 12: scc.v1.ClusterView.brokers:type_name -> scc.v1.Member
-	3,  // 13: scc.v1.ClusterView.prev_brokers:type_name -> scc.v1.Member
-	3,  // 14: scc.v1.ClusterView.workers:type_name -> scc.v1.Member
-	3,  // 15: scc.v1.ClusterView.gateways:type_name -> scc.v1.Member
-	2,  // 16: scc.v1.Op.kind:type_name -> scc.v1.OpKind
-	11, // 17: scc.v1.LinkRequest.ops:type_name -> scc.v1.Op
-	13, // 18: scc.v1.LinkResponse.deliveries:type_name -> scc.v1.Delivery
-	15, // 19: scc.v1.LinkResponse.failed:type_name -> scc.v1.OpError
-	9,  // 20: scc.v1.State.Join:input_type -> scc.v1.JoinRequest
-	12, // 21: scc.v1.Broker.Link:input_type -> scc.v1.LinkRequest
-	10, // 22: scc.v1.State.Join:output_type -> scc.v1.ClusterView
-	14, // 23: scc.v1.Broker.Link:output_type -> scc.v1.LinkResponse
-	22, // [22:24] is the sub-list for method output_type
-	20, // [20:22] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	4,  // 1: scc.v1.Member.lost_links:type_name -> scc.v1.LostLink
+	1,  // 2: scc.v1.View.phase:type_name -> scc.v1.Phase
+	3,  // 3: scc.v1.View.brokers:type_name -> scc.v1.Member
+	3,  // 4: scc.v1.View.prev_brokers:type_name -> scc.v1.Member
+	3,  // 5: scc.v1.Register.member:type_name -> scc.v1.Member
+	5,  // 6: scc.v1.Register.view:type_name -> scc.v1.View
+	4,  // 7: scc.v1.Heartbeat.lost_links:type_name -> scc.v1.LostLink
+	1,  // 8: scc.v1.Ack.phase:type_name -> scc.v1.Phase
+	6,  // 9: scc.v1.JoinRequest.register:type_name -> scc.v1.Register
+	7,  // 10: scc.v1.JoinRequest.heartbeat:type_name -> scc.v1.Heartbeat
+	8,  // 11: scc.v1.JoinRequest.ack:type_name -> scc.v1.Ack
+	9,  // 12: scc.v1.JoinRequest.drain:type_name -> scc.v1.Drain
+	1,  // 13: scc.v1.ClusterView.phase:type_name -> scc.v1.Phase
+	3,  // 14: scc.v1.ClusterView.brokers:type_name -> scc.v1.Member
+	3,  // 15: scc.v1.ClusterView.prev_brokers:type_name -> scc.v1.Member
+	3,  // 16: scc.v1.ClusterView.workers:type_name -> scc.v1.Member
+	3,  // 17: scc.v1.ClusterView.gateways:type_name -> scc.v1.Member
+	2,  // 18: scc.v1.Op.kind:type_name -> scc.v1.OpKind
+	12, // 19: scc.v1.LinkRequest.ops:type_name -> scc.v1.Op
+	14, // 20: scc.v1.LinkResponse.deliveries:type_name -> scc.v1.Delivery
+	16, // 21: scc.v1.LinkResponse.failed:type_name -> scc.v1.OpError
+	10, // 22: scc.v1.State.Join:input_type -> scc.v1.JoinRequest
+	13, // 23: scc.v1.Broker.Link:input_type -> scc.v1.LinkRequest
+	11, // 24: scc.v1.State.Join:output_type -> scc.v1.ClusterView
+	15, // 25: scc.v1.Broker.Link:output_type -> scc.v1.LinkResponse
+	24, // [24:26] is the sub-list for method output_type
+	22, // [22:24] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_scc_v1_cluster_proto_init() }
@@ -1272,7 +1368,7 @@ func file_scc_v1_cluster_proto_init() {
 	if File_scc_v1_cluster_proto != nil {
 		return
 	}
-	file_scc_v1_cluster_proto_msgTypes[6].OneofWrappers = []any{
+	file_scc_v1_cluster_proto_msgTypes[7].OneofWrappers = []any{
 		(*JoinRequest_Register)(nil),
 		(*JoinRequest_Heartbeat)(nil),
 		(*JoinRequest_Ack)(nil),
@@ -1284,7 +1380,7 @@ func file_scc_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_scc_v1_cluster_proto_rawDesc), len(file_scc_v1_cluster_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   13,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -67,6 +67,7 @@ type Server struct {
 	links    map[*link]struct{}
 	ghosts   map[string]*link  // worker id -> its lost link's subscriptions (ghost.go)
 	workers  map[string]uint64 // worker id -> its load, from the last view (nil: none yet)
+	lost     map[string]uint64 // worker id -> the newest of its streams here it reports lost (ghost.go)
 
 	owner atomic.Pointer[ownership] // nil until the first view
 }
@@ -172,6 +173,7 @@ const heartbeat = time.Second
 
 type link struct {
 	worker   string              // set from the first message, under Server.mu
+	num      uint64              // the worker's number for the stream (LinkRequest.link), set with worker
 	confirms bool                // set from the first message, before any op
 	subs     map[string]struct{} // touched only by the receiving goroutine (and cleanup after it)
 	needs    map[*link]uint64    // apply's scratch: what this batch's ack waits for
@@ -193,6 +195,7 @@ type link struct {
 	replaces   bool        // it sent REPLACE: its worker sends one on each new link (receiving goroutine)
 	clean      atomic.Bool // the worker closed it (CloseSend)
 	superseded atomic.Bool // its worker's new link replaced it
+	reported   atomic.Bool // its worker reported it lost (cut once)
 	ghost      atomic.Bool // ended, its subscriptions held (ghost.go)
 	heldSince  time.Time   // when it became one (under Server.mu)
 
@@ -260,8 +263,12 @@ func (s *Server) Link(stream sccv1.Broker_LinkServer) error {
 				heard.Store(time.Now().UnixNano())
 				if first {
 					s.mu.Lock() // replace reads other links' worker
-					l.worker = req.WorkerId
+					l.worker, l.num = req.WorkerId, req.Link
+					lost := s.reportedLostLocked(l)
 					s.mu.Unlock()
+					if lost { // a view came before the stream's first message
+						return errReportedLost
+					}
 					l.confirms = req.Confirms
 					first = false
 				}

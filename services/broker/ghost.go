@@ -14,8 +14,16 @@ package broker
 // too when the view shows the worker gone (killed, say) or, in a report
 // made after the link was lost, without clients (it handed them to other
 // workers), or after ghostTTL.
+//
+// A worker reports the streams it lost (Member.lost_links, through state):
+// the broker drops such a stream at once if it still has it, rather than
+// at its own link timeout, and a report that lists the stream lost and
+// shows the worker without clients was made after the loss, so the ghost
+// goes as soon as it comes. Without such reports (an older worker), a
+// report without clients counts once loadLag has passed since the loss.
 
 import (
+	"errors"
 	"time"
 
 	"github.com/scc-k8s/scc/proto/sccv1"
@@ -29,6 +37,10 @@ const ghostTTL = 30 * time.Second
 // loadLag bounds how old the load a view shows may be: a worker reports
 // it each second and state passes changes on each second.
 const loadLag = 3 * time.Second
+
+// errReportedLost ends a stream whose worker reported it lost before its
+// first message arrived.
+var errReportedLost = errors.New("broker: the worker reported this stream lost")
 
 // errGhost fails a publish to a channel a worker whose link was lost is
 // subscribed to.
@@ -79,6 +91,9 @@ func (s *Server) keepLocked(l *link) bool {
 	if _, member := s.workers[l.worker]; s.workers != nil && !member {
 		return false
 	}
+	if s.handedOverLocked(l) {
+		return false
+	}
 	if g := s.ghosts[l.worker]; g != nil {
 		s.unghostLocked(g, "superseded")
 	}
@@ -116,9 +131,25 @@ func (s *Server) checkLocked(g *link) {
 	switch {
 	case !member:
 		s.unghostLocked(g, "left the cluster")
+	case s.handedOverLocked(g):
+		s.unghostLocked(g, "reported the link lost and has no clients left")
 	case n == 0 && time.Since(g.heldSince) >= loadLag:
 		s.unghostLocked(g, "has no clients left")
 	}
+}
+
+// reportedLostLocked reports whether l's worker has reported the stream
+// lost. s.mu is held.
+func (s *Server) reportedLostLocked(l *link) bool {
+	return l.num != 0 && s.lost[l.worker] >= l.num
+}
+
+// handedOverLocked reports whether the last view shows l's worker without
+// clients in a report that lists l lost, so made after the loss. s.mu is
+// held.
+func (s *Server) handedOverLocked(l *link) bool {
+	n, member := s.workers[l.worker]
+	return member && n == 0 && s.reportedLostLocked(l)
 }
 
 // unghostLocked lets a ghost's subscriptions go. s.mu is held.
@@ -129,19 +160,43 @@ func (s *Server) unghostLocked(g *link, why string) {
 	s.log.Info("lost worker link's subscriptions released", "worker", g.worker, "why", why)
 }
 
-// SetWorkers takes the workers of a cluster view (with their load): the
+// SetWorkers takes the workers of a cluster view (with their load and lost
+// links): the streams a worker reports lost are dropped, and the
 // subscriptions held for a lost link go once its worker has left the
 // cluster or has no clients left.
 func (s *Server) SetWorkers(ws []*sccv1.Member) {
+	self := ""
+	if o := s.owner.Load(); o != nil {
+		self = o.id
+	}
 	load := make(map[string]uint64, len(ws))
+	lost := make(map[string]uint64)
 	for _, w := range ws {
 		load[w.Id] = w.Load
+		for _, ll := range w.LostLinks {
+			if ll.BrokerId == self && self != "" {
+				lost[w.Id] = max(lost[w.Id], ll.Link)
+			}
+		}
 	}
+	var gone []*link
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.workers = load
+	s.workers, s.lost = load, lost
+	for l := range s.links {
+		if s.reportedLostLocked(l) {
+			gone = append(gone, l)
+		}
+	}
 	for _, g := range s.ghosts {
 		s.checkLocked(g)
+	}
+	s.mu.Unlock()
+	for _, l := range gone {
+		if !l.reported.Swap(true) {
+			s.m.reported.Inc()
+			s.log.Info("worker reports its link lost: dropped", "worker", l.worker, "link", l.num)
+			l.cut()
+		}
 	}
 }
 

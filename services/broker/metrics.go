@@ -11,6 +11,7 @@ type metrics struct {
 	silentLinks prometheus.Counter
 	unconfirmed prometheus.Counter
 	replaced    prometheus.Counter
+	reported    prometheus.Counter
 	ghosts      prometheus.Gauge
 	unreachable prometheus.Counter
 }
@@ -38,6 +39,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		unconfirmed: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "broker", Name: "deliveries_unconfirmed_total", Help: "Deliveries whose worker's link ended before it confirmed them (their publishes failed).",
 		}),
+		reported: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "broker", Name: "links_reported_lost_total", Help: "Links ended because their worker reported them lost (through state) before this broker's own timeout.",
+		}),
 		replaced: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "scc", Subsystem: "broker", Name: "links_replaced_total", Help: "Links ended because their worker's new link carried its subscriptions.",
 		}),
@@ -49,7 +53,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner, m.silentLinks, m.unconfirmed, m.replaced, m.ghosts, m.unreachable)
+		reg.MustRegister(m.links, m.publishes, m.deliveries, m.slowLinks, m.notOwner, m.silentLinks, m.unconfirmed, m.replaced, m.reported, m.ghosts, m.unreachable)
 	}
 	return m
 }

@@ -74,7 +74,8 @@ type Server struct {
 	migStart  time.Time
 	frozen    bool // shutting down: members leaving is not a ring change
 	// loadDirty is set when a member's load changed since the last view:
-	// loads go out at most every loadEvery, a readiness change at once.
+	// loads go out at most every loadEvery; a change of readiness or of
+	// lost links, or a worker with lost links left without load, at once.
 	loadDirty bool
 	loadSent  time.Time
 	wake      chan struct{}
@@ -314,6 +315,11 @@ func (s *Server) leave(id string, m *member) {
 	s.poke()
 }
 
+// sameLostLinks compares two reports of a worker's lost links.
+func sameLostLinks(a, b []*sccv1.LostLink) bool {
+	return slices.EqualFunc(a, b, func(x, y *sccv1.LostLink) bool { return x.BrokerId == y.BrokerId && x.Link == y.Link })
+}
+
 func (s *Server) handle(id string, m *member, req *sccv1.JoinRequest) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -323,6 +329,7 @@ func (s *Server) handle(id string, m *member, req *sccv1.JoinRequest) {
 	m.lastSeen = s.cfg.Clock()
 	switch msg := req.Msg.(type) {
 	case *sccv1.JoinRequest_Heartbeat:
+		wasIdle := m.info.Load == 0
 		if m.info.Load != msg.Heartbeat.Load {
 			m.info.Load = msg.Heartbeat.Load
 			s.loadDirty = true
@@ -330,6 +337,15 @@ func (s *Server) handle(id string, m *member, req *sccv1.JoinRequest) {
 		if m.info.Ready != msg.Heartbeat.Ready {
 			m.info.Ready = msg.Heartbeat.Ready
 			s.log.Info("member readiness", "member", id, "ready", m.info.Ready)
+			s.broadcastLocked()
+		}
+		if !sameLostLinks(m.info.LostLinks, msg.Heartbeat.LostLinks) {
+			// Brokers act on it at once: they give up the streams the
+			// worker lost and, once it has no clients, what they held for
+			// them (the broker's ghost.go).
+			m.info.LostLinks = msg.Heartbeat.LostLinks
+			s.broadcastLocked()
+		} else if len(m.info.LostLinks) > 0 && wasIdle != (m.info.Load == 0) {
 			s.broadcastLocked()
 		}
 	case *sccv1.JoinRequest_Ack:

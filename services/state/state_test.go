@@ -167,3 +167,45 @@ func TestRestartKeepsEpochs(t *testing.T) {
 	}
 	eventually(t, func() bool { e, p := n2.Server().Epoch(); return e == 41 && p == sccv1.Phase_PHASE_STABLE }, "stable at 41")
 }
+
+// A worker's lost links, and its load reaching zero while it has some,
+// go to state without waiting for a heartbeat (a minute apart here), and
+// state passes them on to the brokers, which act on them (see the
+// broker's ghost.go).
+func TestLostLinksPassedAtOnce(t *testing.T) {
+	n := startState(t, "", state.Config{SettleWindow: -1})
+	addr := n.Addr().String()
+	b := join(t, addr, "b1", sccv1.Role_ROLE_BROKER, nil)
+	var mu sync.Mutex
+	load, lost := uint64(3), []*sccv1.LostLink(nil)
+	set := func(l uint64, ll ...*sccv1.LostLink) { mu.Lock(); load, lost = l, ll; mu.Unlock() }
+	w, err := member.Start(member.Config{StateAddr: addr, Logger: quiet, HeartbeatInterval: time.Minute,
+		Member:    &sccv1.Member{Id: "w1", Role: sccv1.Role_ROLE_WORKER, Address: "w1:1"},
+		Load:      func() uint64 { mu.Lock(); defer mu.Unlock(); return load },
+		LostLinks: func() []*sccv1.LostLink { mu.Lock(); defer mu.Unlock(); return lost }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Close)
+	seen := func(load uint64, link uint64) func() bool {
+		return func() bool {
+			v := b.get()
+			if v == nil || len(v.Workers) != 1 {
+				return false
+			}
+			m := v.Workers[0]
+			got := uint64(0)
+			if len(m.LostLinks) == 1 && m.LostLinks[0].BrokerId == "b1" {
+				got = m.LostLinks[0].Link
+			}
+			return m.Load == load && got == link && len(m.LostLinks) == min(1, int(link))
+		}
+	}
+	eventually(t, seen(3, 0), "the worker registered with its load")
+	set(3, &sccv1.LostLink{BrokerId: "b1", Link: 4})
+	eventually(t, seen(3, 4), "the lost link passed on")
+	set(0, &sccv1.LostLink{BrokerId: "b1", Link: 4})
+	eventually(t, seen(0, 4), "no load left, with the lost link")
+	set(0)
+	eventually(t, seen(0, 0), "the lost link replaced")
+}

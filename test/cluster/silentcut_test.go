@@ -2,14 +2,17 @@ package cluster_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/scc-k8s/scc/internal/clustertest"
 	"github.com/scc-k8s/scc/internal/testutil"
+	"github.com/scc-k8s/scc/pkg/client"
 	"github.com/scc-k8s/scc/services/broker"
 	"github.com/scc-k8s/scc/services/worker/cluster"
 )
@@ -163,4 +166,76 @@ func TestSilentCutOutlastsBroker(t *testing.T) {
 	if finishCut(t, l, "a 3.5 s silent cut") == 0 {
 		t.Fatal("nothing failed: the cut worker's channels were acknowledged without it")
 	}
+}
+
+// The cut lasts, and the cut-off worker hands its clients over (as the
+// service does once another worker is ready). It reports the links it
+// lost through state: the brokers drop them and let go of what they held
+// for them once it reports itself without clients, long before their own
+// link timeout (10 s here) would have told them anything; publishes to
+// its former channels are then acknowledged again.
+func TestSilentCutHandedOver(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Brokers: 2, Workers: 1, Broker: broker.Config{LinkTimeout: 10 * time.Second}})
+	stateAddr := c.StateAddr
+	path := newHoldPath()
+	var cut atomic.Pointer[clustertest.Worker]
+	w := c.AddWorkerWith(func(lc *cluster.Config) {
+		lc.LinkTimeout = time.Second
+		lc.PartitionAfter = 200 * time.Millisecond
+		lc.OnPartition = func() {
+			if w := cut.Load(); w != nil {
+				w.Server.DrainClients("cut off from a broker")
+			}
+		}
+		lc.GRPC.Dialer = func(ctx context.Context, addr string) (net.Conn, error) {
+			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			if err != nil || addr == stateAddr {
+				return conn, err
+			}
+			return heldConn{conn, path}, nil
+		}
+	})
+	cut.Store(w)
+	c.WaitStable(2)
+
+	sub, err := client.Dial(t.Context(), client.Options{URL: w.URL, NoReconnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	channels := make([]string, 20) // on both brokers
+	for i := range channels {
+		channels[i] = fmt.Sprint("handed-", i)
+		if err := sub.Subscribe(t.Context(), channels[i], func(string, json.RawMessage) {}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := client.Dial(t.Context(), client.Options{URL: c.Workers[0].URL, NoReconnect: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+
+	path.set(true)
+	defer path.set(false)
+	start := time.Now()
+	testutil.EventuallyNil(t, 8*time.Second, "the brokers gave up the cut worker's links and hold nothing", func() error {
+		for _, b := range c.Brokers {
+			if n, h := b.Server().Links(), b.Server().HeldWorkers(); n != 1 || h != 0 {
+				return fmt.Errorf("%s has %d links and holds %d lost ones", b.ID(), n, h)
+			}
+		}
+		return nil
+	})
+	t.Logf("the brokers let the cut worker's links go %v after the cut (their own timeout: 10 s)", time.Since(start).Round(10*time.Millisecond))
+	if w.Server.Clients() != 0 {
+		t.Fatalf("the cut worker still has %d clients", w.Server.Clients())
+	}
+	for _, ch := range channels {
+		if err := pub.Publish(t.Context(), ch, "after"); err != nil {
+			t.Fatalf("publish to %s once the cut worker's clients were gone: %v", ch, err)
+		}
+	}
+	path.set(false)
+	relinked(t, c, 5*time.Second)
 }

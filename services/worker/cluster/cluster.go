@@ -25,6 +25,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -221,8 +222,9 @@ func New(cfg Config, deliver worker.DeliverFunc) (*Cluster, error) {
 		Ready: func() bool {
 			return c.Ready() && (cfg.Ready == nil || cfg.Ready())
 		},
-		OnView: c.onView,
-		Logger: c.log,
+		LostLinks: c.lostLinks,
+		OnView:    c.onView,
+		Logger:    c.log,
 	})
 	if err != nil {
 		close(c.stop)
@@ -247,6 +249,22 @@ func (c *Cluster) Ready() bool {
 		}
 	}
 	return true
+}
+
+// lostLinks lists the brokers whose stream from this worker ended and has
+// not been replaced by a newer one, for state to pass on to the brokers
+// (Member.lost_links).
+func (c *Cluster) lostLinks() []*sccv1.LostLink {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []*sccv1.LostLink
+	for id, l := range c.links {
+		if n := l.lost.Load(); n != 0 {
+			out = append(out, &sccv1.LostLink{BrokerId: id, Link: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b *sccv1.LostLink) int { return strings.Compare(a.BrokerId, b.BrokerId) })
+	return out
 }
 
 // Epoch returns the applied ring epoch and phase.

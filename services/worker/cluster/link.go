@@ -55,6 +55,14 @@ type link struct {
 	// confirmArmed: a timer will wake the sender to report received alone
 	// if no batch of operations has carried it by then.
 	confirmArmed atomic.Bool
+
+	// streams numbers the sessions' streams (LinkRequest.link); only run's
+	// goroutine touches it. lost is the number of the last stream that
+	// ended while no newer one has come up since (0: none), reported to
+	// state (Member.lost_links) so that the broker need not wait for its
+	// own timeout to give that stream up.
+	streams uint64
+	lost    atomic.Uint64
 }
 
 // confirmDelay is how long a count of deliveries received may wait to ride
@@ -198,7 +206,10 @@ func (l *link) session() error {
 		return err
 	}
 	l.received.Store(0)
-	if err := stream.Send(&sccv1.LinkRequest{WorkerId: l.c.cfg.ID, Confirms: true}); err != nil {
+	l.streams++
+	num := l.streams
+	if err := stream.Send(&sccv1.LinkRequest{WorkerId: l.c.cfg.ID, Confirms: true, Link: num}); err != nil {
+		l.lost.Store(num) // the broker may have it
 		return err
 	}
 	l.mu.Lock()
@@ -209,6 +220,7 @@ func (l *link) session() error {
 	// what it held for this worker's previous stream (see the broker's
 	// ghost.go).
 	l.queue(sccv1.OpKind_OP_KIND_REPLACE, "", nil, nil, time.Time{})
+	l.lost.Store(0)
 
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- l.sendLoop(ctx, stream) }()
@@ -244,6 +256,7 @@ func (l *link) session() error {
 	}
 	cancel()
 	<-sendErr
+	l.lost.Store(num)
 	l.down()
 	return recvErr
 }
