@@ -947,9 +947,9 @@ type LinkRequest struct {
 	// delivered to has confirmed it, and fails the publish when one of them
 	// is lost first. Without it (an older worker) acks do not wait for it.
 	Confirms bool `protobuf:"varint,4,opt,name=confirms,proto3" json:"confirms,omitempty"`
-	// link, on the first message, numbers the stream among the worker's
-	// streams to this broker: 1, 2, ... over the worker process's life (0:
-	// an older worker). Member.lost_links refers to it.
+	// link, on the first message, numbers the stream: each of the worker's
+	// streams has a higher number than the ones it opened before (0: an
+	// older worker). Member.lost_links refers to it.
 	Link          uint64 `protobuf:"varint,5,opt,name=link,proto3" json:"link,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -56,14 +56,20 @@ type link struct {
 	// if no batch of operations has carried it by then.
 	confirmArmed atomic.Bool
 
-	// streams numbers the sessions' streams (LinkRequest.link); only run's
-	// goroutine touches it. lost is the number of the last stream that
-	// ended while no newer one has come up since (0: none), reported to
-	// state (Member.lost_links) so that the broker need not wait for its
-	// own timeout to give that stream up.
-	streams uint64
-	lost    atomic.Uint64
+	// lost is the number (LinkRequest.link) of the last stream that ended
+	// while no newer one has come up since (0: none), reported to state
+	// (Member.lost_links) so that the broker need not wait for its own
+	// timeout to give that stream up.
+	lost atomic.Uint64
 }
+
+// streamNumbers numbers the worker's streams to brokers, all brokers
+// alike: a number is never used twice, even by a link to a broker that
+// left the ring and came back, and it starts from the clock so that a
+// restarted worker's numbers are higher than its previous life's.
+var streamNumbers atomic.Uint64
+
+func init() { streamNumbers.Store(uint64(time.Now().UnixNano())) }
 
 // confirmDelay is how long a count of deliveries received may wait to ride
 // on a batch of operations before it is sent alone: under load it rides
@@ -206,8 +212,7 @@ func (l *link) session() error {
 		return err
 	}
 	l.received.Store(0)
-	l.streams++
-	num := l.streams
+	num := streamNumbers.Add(1)
 	if err := stream.Send(&sccv1.LinkRequest{WorkerId: l.c.cfg.ID, Confirms: true, Link: num}); err != nil {
 		l.lost.Store(num) // the broker may have it
 		return err
