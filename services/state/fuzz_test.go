@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"io"
 	"log/slog"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,9 +18,10 @@ import (
 // fakeJoin is a member's Join stream that sends the given requests and
 // then ends.
 type fakeJoin struct {
-	ctx  context.Context
-	reqs []*sccv1.JoinRequest
-	sent int
+	ctx     context.Context
+	reqs    []*sccv1.JoinRequest
+	sent    int
+	maxLost atomic.Int64 // most lost links of a worker in a view sent
 }
 
 func (f *fakeJoin) Recv() (*sccv1.JoinRequest, error) {
@@ -30,7 +32,15 @@ func (f *fakeJoin) Recv() (*sccv1.JoinRequest, error) {
 	f.reqs = f.reqs[1:]
 	return r, nil
 }
-func (f *fakeJoin) Send(*sccv1.ClusterView) error { f.sent++; return nil }
+func (f *fakeJoin) Send(v *sccv1.ClusterView) error {
+	f.sent++
+	for _, w := range v.Workers {
+		if n := int64(len(w.LostLinks)); n > f.maxLost.Load() {
+			f.maxLost.Store(n)
+		}
+	}
+	return nil
+}
 func (f *fakeJoin) Context() context.Context      { return f.ctx }
 func (f *fakeJoin) SetHeader(metadata.MD) error   { return nil }
 func (f *fakeJoin) SendHeader(metadata.MD) error  { return nil }
@@ -42,7 +52,7 @@ func (f *fakeJoin) RecvMsg(any) error             { return nil }
 // stream (length-prefixed JoinRequests from the fuzzer's bytes) against
 // state, after a broker and a worker have joined: nothing may panic, the
 // epoch never goes back, and once the stream ends the member is gone and
-// the others are still there.
+// the others are still there; no member keeps more than maxLostLinks.
 func FuzzJoin(f *testing.F) {
 	enc := func(reqs ...*sccv1.JoinRequest) []byte {
 		var out []byte
@@ -64,6 +74,16 @@ func FuzzJoin(f *testing.F) {
 	f.Add(enc(reg("b9", sccv1.Role_ROLE_BROKER, &sccv1.View{Epoch: 1 << 62, Phase: 2,
 		Brokers: []*sccv1.Member{{Id: "ghost"}}, PrevBrokers: []*sccv1.Member{{Id: "b1"}}})))
 	f.Add(enc(reg("b1", sccv1.Role_ROLE_BROKER, nil))) // takes an existing member's id
+	lost := func(load uint64, ll ...*sccv1.LostLink) *sccv1.JoinRequest {
+		return &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: &sccv1.Heartbeat{Load: load, Ready: true, LostLinks: ll}}}
+	}
+	f.Add(enc(reg("w8", sccv1.Role_ROLE_WORKER, nil), lost(3, &sccv1.LostLink{BrokerId: "b1", Link: 7}),
+		lost(0, &sccv1.LostLink{BrokerId: "b1", Link: 7}, &sccv1.LostLink{BrokerId: "nobody", Link: 1 << 63}), lost(2), lost(0)))
+	many := make([]*sccv1.LostLink, 300)
+	for i := range many {
+		many[i] = &sccv1.LostLink{BrokerId: "b1", Link: uint64(i)}
+	}
+	f.Add(enc(reg("w7", sccv1.Role_ROLE_WORKER, nil), lost(1, many...)))
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0x0f, 1})
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -85,8 +105,11 @@ func FuzzJoin(f *testing.F) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		// Two well-behaved members stay joined throughout.
+		var watchers []*blockingJoin
 		for _, r := range []*sccv1.JoinRequest{reg("b1", sccv1.Role_ROLE_BROKER, nil), reg("w1", sccv1.Role_ROLE_WORKER, nil)} {
-			go func() { _ = s.Join(&blockingJoin{fakeJoin{ctx: ctx, reqs: []*sccv1.JoinRequest{r}}}) }()
+			j := &blockingJoin{fakeJoin{ctx: ctx, reqs: []*sccv1.JoinRequest{r}}}
+			watchers = append(watchers, j)
+			go func() { _ = s.Join(j) }()
 		}
 		waitMembers(t, s, 2)
 		before, _ := s.Epoch()
@@ -97,6 +120,11 @@ func FuzzJoin(f *testing.F) {
 		}
 		s.mu.Lock()
 		defer s.mu.Unlock()
+		for _, w := range watchers {
+			if n := w.maxLost.Load(); n > maxLostLinks {
+				t.Fatalf("a view listed %d lost links of one worker", n)
+			}
+		}
 		reg := reqs
 		if len(reg) > 0 && reg[0].GetRegister() != nil {
 			if id := reg[0].GetRegister().GetMember().GetId(); id != "b1" && id != "w1" && s.members[id] != nil {

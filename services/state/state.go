@@ -247,6 +247,7 @@ func (s *Server) Join(stream sccv1.State_JoinServer) error {
 		gone:     make(chan struct{}),
 		kill:     cancel,
 	}
+	m.info.LostLinks = capLostLinks(m.info.LostLinks)
 	id := m.info.Id
 	s.mu.Lock()
 	if old := s.members[id]; old != nil {
@@ -315,6 +316,16 @@ func (s *Server) leave(id string, m *member) {
 	s.poke()
 }
 
+// maxLostLinks bounds the lost links kept for a member (a worker has one
+// at most per broker of its ring): a malformed report cannot make every
+// view that much larger.
+const maxLostLinks = 256
+
+// capLostLinks keeps the first maxLostLinks of a report.
+func capLostLinks(ll []*sccv1.LostLink) []*sccv1.LostLink {
+	return ll[:min(len(ll), maxLostLinks)]
+}
+
 // sameLostLinks compares two reports of a worker's lost links.
 func sameLostLinks(a, b []*sccv1.LostLink) bool {
 	return slices.EqualFunc(a, b, func(x, y *sccv1.LostLink) bool { return x.BrokerId == y.BrokerId && x.Link == y.Link })
@@ -339,11 +350,11 @@ func (s *Server) handle(id string, m *member, req *sccv1.JoinRequest) {
 			s.log.Info("member readiness", "member", id, "ready", m.info.Ready)
 			s.broadcastLocked()
 		}
-		if !sameLostLinks(m.info.LostLinks, msg.Heartbeat.LostLinks) {
+		if lost := capLostLinks(msg.Heartbeat.LostLinks); !sameLostLinks(m.info.LostLinks, lost) {
 			// Brokers act on it at once: they give up the streams the
 			// worker lost and, once it has no clients, what they held for
 			// them (the broker's ghost.go).
-			m.info.LostLinks = msg.Heartbeat.LostLinks
+			m.info.LostLinks = lost
 			s.broadcastLocked()
 		} else if len(m.info.LostLinks) > 0 && wasIdle != (m.info.Load == 0) {
 			s.broadcastLocked()
