@@ -41,12 +41,12 @@ func (f *fakeJoin) Send(v *sccv1.ClusterView) error {
 	}
 	return nil
 }
-func (f *fakeJoin) Context() context.Context      { return f.ctx }
-func (f *fakeJoin) SetHeader(metadata.MD) error   { return nil }
-func (f *fakeJoin) SendHeader(metadata.MD) error  { return nil }
-func (f *fakeJoin) SetTrailer(metadata.MD)        {}
-func (f *fakeJoin) SendMsg(any) error             { return nil }
-func (f *fakeJoin) RecvMsg(any) error             { return nil }
+func (f *fakeJoin) Context() context.Context     { return f.ctx }
+func (f *fakeJoin) SetHeader(metadata.MD) error  { return nil }
+func (f *fakeJoin) SendHeader(metadata.MD) error { return nil }
+func (f *fakeJoin) SetTrailer(metadata.MD)       {}
+func (f *fakeJoin) SendMsg(any) error            { return nil }
+func (f *fakeJoin) RecvMsg(any) error            { return nil }
 
 // FuzzJoin plays any sequence of messages a member could send on its Join
 // stream (length-prefixed JoinRequests from the fuzzer's bytes) against
