@@ -204,10 +204,11 @@ func (c *Client) session() error {
 			case msg = <-out:
 			case <-rt.C:
 				hb := c.report()
-				if urgent(hb) == sent {
+				u := urgent(hb)
+				if u == sent {
 					continue
 				}
-				sent = urgent(hb)
+				sent = u
 				msg = &sccv1.JoinRequest{Msg: &sccv1.JoinRequest_Heartbeat{Heartbeat: hb}}
 			case <-t.C:
 				hb := c.report()
