@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/scc-k8s/scc/internal/testutil"
 	"github.com/scc-k8s/scc/proto/sccv1"
 	"github.com/scc-k8s/scc/services/broker"
 )
@@ -64,7 +65,7 @@ func TestReportedLostLink(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("the stream the worker reported lost is still open at the broker")
 	}
-	eventually(t, func() bool { return srv.HeldWorkers() == 1 && srv.Links() == 1 }, "the lost stream's subscriptions held")
+	testutil.Eventually(t, 5*time.Second, func() bool { return srv.HeldWorkers() == 1 && srv.Links() == 1 }, "the lost stream's subscriptions held")
 	if r := publish(); len(r.Failed) != 1 || !strings.Contains(r.Failed[0].Message, "unreachable") {
 		t.Fatalf("publish to the held channel: %v, want it failed as unreachable", r)
 	}
@@ -93,16 +94,5 @@ func TestReportedLostLink(t *testing.T) {
 	_ = w2.Send(&sccv1.LinkRequest{WorkerId: "w", Confirms: true, Link: 2})
 	if _, err := w2.Recv(); err == nil {
 		t.Fatal("a stream reported lost before its first message was served")
-	}
-}
-
-func eventually(t *testing.T, cond func() bool, what string) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not within 5s: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
