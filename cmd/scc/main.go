@@ -332,6 +332,7 @@ func runGateway(ctx context.Context, args []string) error {
 	headerTimeout := f.Duration("read-header-timeout", 10*time.Second, "close a connection whose request header has not arrived in this long")
 	idle := f.Duration("idle-timeout", 60*time.Second, "close a keep-alive connection idle this long")
 	dial := f.Duration("dial-timeout", 5*time.Second, "bound on connecting to a worker and its answer to an upgrade")
+	noWorker := f.Duration("no-worker-wait", 2*time.Second, "how long a request waits for a routable worker when there is none, before 503 (negative: at once)")
 	tunnels := f.Bool("tunnels", true, "carry plain clients' connections to each worker on a few shared tunnel sessions (false: a socket per client)")
 	drainDelay := f.Duration("drain-delay", 2*time.Second, "on SIGTERM, keep serving this long while reporting unready (load balancers take the gateway out), then drain")
 	drainTimeout := f.Duration("drain-timeout", 30*time.Second, "longest a drain takes; connections still open then are cut")
@@ -342,7 +343,7 @@ func runGateway(ctx context.Context, args []string) error {
 	return gateway.Run(ctx, gateway.Config{Listen: *listen, StateAddr: stateAddr, ID: *id, Advertise: *adv, Path: *path,
 		GRPC: gc, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, MaxConnsPerIP: *perIP, UpgradeRate: *upRate,
 		UpgradeBurst: *upBurst, MaxHeaderBytes: *maxHeader, ReadHeaderTimeout: *headerTimeout, IdleTimeout: *idle,
-		DialTimeout: *dial, DisableTunnels: !*tunnels, DrainDelay: *drainDelay, DrainTimeout: *drainTimeout, Logger: log})
+		DialTimeout: *dial, NoWorkerWait: *noWorker, DisableTunnels: !*tunnels, DrainDelay: *drainDelay, DrainTimeout: *drainTimeout, Logger: log})
 }
 
 func runOperator(ctx context.Context, args []string) error {

@@ -5,9 +5,11 @@ package gateway
 // less than this gateway's own open connections to it.
 
 import (
+	"context"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
@@ -43,15 +45,20 @@ func (b *backend) estimate() int64 {
 type balancer struct {
 	mu       sync.Mutex
 	backends map[string]*backend
-	order    []*backend // the same, for a stable, cheap scan
+	order    []*backend    // the same, for a stable, cheap scan
+	updated  chan struct{} // closed (and replaced) by each update
 }
 
-func newBalancer() *balancer { return &balancer{backends: make(map[string]*backend)} }
+func newBalancer() *balancer {
+	return &balancer{backends: make(map[string]*backend), updated: make(chan struct{})}
+}
 
 // update applies a cluster view's workers.
 func (bl *balancer) update(workers []*sccv1.Member) {
 	bl.mu.Lock()
 	defer bl.mu.Unlock()
+	close(bl.updated)
+	bl.updated = make(chan struct{})
 	next := make(map[string]*backend, len(workers))
 	order := make([]*backend, 0, len(workers))
 	for _, w := range workers {
@@ -99,6 +106,33 @@ func (bl *balancer) pick(skip []*backend) *backend {
 		best.live++
 	}
 	return best
+}
+
+// await picks a worker as pick does; when none is routable it waits for
+// views that bring one, up to wait (or until ctx ends), and returns nil if
+// none did.
+func (bl *balancer) await(ctx context.Context, wait time.Duration) *backend {
+	var deadline <-chan time.Time
+	for {
+		bl.mu.Lock()
+		updated := bl.updated
+		bl.mu.Unlock()
+		if b := bl.pick(nil); b != nil || wait < 0 {
+			return b
+		}
+		if deadline == nil {
+			t := time.NewTimer(wait)
+			defer t.Stop()
+			deadline = t.C
+		}
+		select {
+		case <-updated:
+		case <-deadline:
+			return nil
+		case <-ctx.Done():
+			return nil
+		}
+	}
 }
 
 // done uncounts a connection that pick counted.

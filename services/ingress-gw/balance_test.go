@@ -1,7 +1,9 @@
 package gateway
 
 import (
+	"context"
 	"testing"
+	"time"
 
 	"github.com/scc-k8s/scc/proto/sccv1"
 )
@@ -93,5 +95,42 @@ func TestStaleReportKeepsOwnConnections(t *testing.T) {
 	}
 	if seen["a"] != 10 || seen["b"] != 10 {
 		t.Fatalf("after a stale report from a, 20 picks: %v, want 10 each", seen)
+	}
+}
+
+// With no worker routable, await waits for a view that brings one (views
+// that bring none do not end the wait), gives up after its bound or when
+// the request ends, and refuses at once with a negative bound.
+func TestAwaitRoutable(t *testing.T) {
+	b := newBalancer()
+	got := make(chan *backend, 1)
+	go func() { got <- b.await(context.Background(), time.Minute) }()
+	b.update([]*sccv1.Member{worker("a", 0, false, false)}) // not ready: still waiting
+	select {
+	case w := <-got:
+		t.Fatalf("await returned %v with no worker ready", w)
+	case <-time.After(50 * time.Millisecond):
+	}
+	b.update([]*sccv1.Member{worker("a", 0, true, false)})
+	select {
+	case w := <-got:
+		if w == nil || w.id != "a" {
+			t.Fatalf("await returned %v, want a", w)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("await still waiting after a worker became ready")
+	}
+
+	b.update(nil)
+	if w := b.await(context.Background(), -1); w != nil {
+		t.Fatalf("negative wait: got %s", w.id)
+	}
+	if w := b.await(context.Background(), 20*time.Millisecond); w != nil {
+		t.Fatalf("no worker for the whole wait: got %s", w.id)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(20 * time.Millisecond); cancel() }()
+	if w := b.await(ctx, time.Minute); w != nil {
+		t.Fatalf("request ended: got %s", w.id)
 	}
 }

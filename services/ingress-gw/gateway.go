@@ -90,6 +90,13 @@ type Config struct {
 	// Retries is how many other workers an upgrade tries when one cannot
 	// be dialled or is draining. Default 2.
 	Retries int
+	// NoWorkerWait is how long a request waits for a worker to route to
+	// when none is routable (a gateway that has just started and has no
+	// cluster view yet; every worker briefly unready) before it is
+	// answered 503: a client refused goes into its reconnect backoff
+	// (seconds; socketcluster-client's default is 10-20 s). Default 2s;
+	// negative: refuse at once.
+	NoWorkerWait time.Duration
 	// DisableTunnels gives every plain client connection a socket of its
 	// own to its worker. Default false: the clients going to a worker
 	// share a few tunnel sessions (internal/tunnel), one per relay loop,
@@ -143,6 +150,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Retries == 0 {
 		c.Retries = 2
+	}
+	if c.NoWorkerWait == 0 {
+		c.NoWorkerWait = 2 * time.Second
 	}
 	if c.DrainTimeout <= 0 {
 		c.DrainTimeout = 30 * time.Second
@@ -421,7 +431,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer g.perIP.release(ip)
-	b := g.bal.pick(nil)
+	b := g.bal.await(r.Context(), g.cfg.NoWorkerWait)
 	if b == nil {
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, "no worker available", http.StatusServiceUnavailable)

@@ -56,7 +56,12 @@ func (g *Gateway) serveUpgrade(w http.ResponseWriter, r *http.Request, ip string
 	}
 	var tried []*backend
 	for attempt := 0; attempt <= g.cfg.Retries; attempt++ {
-		b := g.bal.pick(tried)
+		var b *backend
+		if attempt == 0 {
+			b = g.bal.await(r.Context(), g.cfg.NoWorkerWait)
+		} else {
+			b = g.bal.pick(tried)
+		}
 		if b == nil {
 			break
 		}

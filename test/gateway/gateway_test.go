@@ -261,3 +261,34 @@ func slowClientHoldsOnlyItself(t *testing.T, secure bool) {
 	}
 	t.Logf("10 clients received all %d messages past a stalled one, over %d tunnel sessions", msgs, g.TunnelSessions())
 }
+
+// A gateway with no worker to route to (it has just started, or every
+// worker is unready) holds a new client for up to NoWorkerWait until one
+// comes, instead of refusing it into its reconnect backoff; with a
+// negative wait it refuses at once.
+func TestUpgradeWaitsForAWorker(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Brokers: 1})
+	g := c.AddGateway(gateway.Config{})
+	refusing := c.AddGateway(gateway.Config{NoWorkerWait: -1})
+	if _, err := client.Dial(t.Context(), client.Options{URL: refusing.URL, NoReconnect: true}); err == nil {
+		t.Fatal("a gateway told not to wait served a client with no worker")
+	}
+	dialed := make(chan error, 1)
+	go func() {
+		cl, err := client.Dial(t.Context(), client.Options{URL: g.URL, NoReconnect: true})
+		if err == nil {
+			cl.Close()
+		}
+		dialed <- err
+	}()
+	time.Sleep(300 * time.Millisecond)
+	select {
+	case err := <-dialed:
+		t.Fatalf("the client's connect ended before any worker existed: %v", err)
+	default:
+	}
+	c.AddWorker()
+	if err := <-dialed; err != nil {
+		t.Fatalf("a client held for a worker: %v", err)
+	}
+}
