@@ -34,6 +34,12 @@ func TestPanicsStayInTheirSocket(t *testing.T) {
 			return nil
 		})
 		srv.HandleProcedure("victim", func(r *worker.Request) (any, error) { r.Socket.Set("victim", true); return nil, nil })
+		srv.HandleProcedure("dboom", func(r *worker.Request) (any, error) { r.Socket.Set("dboom", true); return nil, nil })
+		srv.OnDisconnect(func(sock *worker.Socket, _ int, _ string) {
+			if sock.Get("dboom") != nil {
+				panic("disconnect boom")
+			}
+		})
 		srv.OnConnect(func(sock *worker.Socket) {
 			if sock.Request().URL.Query().Get("boom") != "" {
 				panic("connect boom")
@@ -95,6 +101,14 @@ func TestPanicsStayInTheirSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	watcher.Expect(`{"event":"#publish","data":{"channel":"watch","data":7}}`)
+
+	// A panicking disconnect hook (it runs after the socket is gone).
+	d := s.connect(t)
+	d.Send(`{"event":"dboom","cid":2}`)
+	d.Expect(`{"rid":2}`)
+	d.Conn.Close()
+	eventually(t, func() bool { return metric(t, s, `scc_worker_panics_total{where="disconnect hook"}`) == "1" },
+		"the disconnect hook's panic counted")
 
 	for where, n := range map[string]string{"procedure": "1", "inbound middleware": "3", "receiver": "1",
 		"connect hook": "1", "outbound middleware": "1", "exchange handler": "1"} {

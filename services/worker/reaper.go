@@ -49,8 +49,21 @@ func (r *reaper) run() {
 		batch, r.queue = r.queue, batch[:0]
 		r.mu.Unlock()
 		for i, s := range batch {
-			s.finish()
+			finishGuarded(s)
 			batch[i] = nil
 		}
 	}
+}
+
+// finishGuarded finishes s; a panic in it is logged and counted, and the
+// socket no longer holds up a shutdown, but the reaper and the process go
+// on.
+func finishGuarded(s *Socket) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.srv.panicked("socket teardown", s, v)
+			s.srv.readers.Done()
+		}
+	}()
+	s.finish()
 }
