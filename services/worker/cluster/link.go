@@ -47,6 +47,7 @@ type link struct {
 	lastPub uint64 // seq of the last publish queued
 	pending []pendingOp
 	up      bool
+	downAt  time.Time // when the last stream ended (zero: none has)
 
 	// received counts the deliveries the current stream has brought (each
 	// handed to the hub); the sender reports it back, and the broker holds
@@ -108,6 +109,17 @@ func (l *link) isUp() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.up
+}
+
+// wentDown is when the link's last stream ended, if it is down and one
+// has (zero otherwise).
+func (l *link) wentDown() time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.up {
+		return time.Time{}
+	}
+	return l.downAt
 }
 
 // queue adds an operation; done (for subscribe and publish) gets the
@@ -394,6 +406,7 @@ func (l *link) settle(acked uint64, failed []*sccv1.OpError) {
 func (l *link) down() {
 	l.mu.Lock()
 	l.up = false
+	l.downAt = time.Now()
 	pending := l.pending
 	l.pending = nil
 	l.ops, l.bytes = nil, 0

@@ -42,12 +42,13 @@ func (p *peers) otherReady(self string) bool {
 	return false
 }
 
-// watchPartition checks four times a second for a ring broker whose link has
-// been down for Config.PartitionAfter, and calls Config.OnPartition once
-// per such episode when another worker is ready.
+// watchPartition checks every 50 ms for a ring broker whose link has been
+// down for Config.PartitionAfter (counted from when its stream ended), and
+// calls Config.OnPartition once per such episode when another worker is
+// ready.
 func (c *Cluster) watchPartition() {
 	defer c.applied.Done()
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	downSince := map[string]time.Time{}
 	handed := false
@@ -64,12 +65,18 @@ func (c *Cluster) watchPartition() {
 		if c.epoch != 0 && c.cur != nil {
 			for _, id := range c.cur.IDs() {
 				inRing[id] = true
-				if l := c.links[id]; l != nil && l.isUp() {
+				l := c.links[id]
+				if l != nil && l.isUp() {
 					delete(downSince, id)
 					continue
 				}
 				if downSince[id].IsZero() {
 					downSince[id] = now
+					if l != nil {
+						if at := l.wentDown(); !at.IsZero() {
+							downSince[id] = at
+						}
+					}
 				}
 				if now.Sub(downSince[id]) >= c.cfg.PartitionAfter {
 					cutFrom = id
