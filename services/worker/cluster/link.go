@@ -281,12 +281,15 @@ func (l *link) session() error {
 // watch sends a sync each half second nothing came from the broker or
 // nothing went to it (so both ends hear from each other at least that
 // often), and cuts the session (closing silent) when nothing has come for
-// Config.LinkTimeout.
+// Config.LinkTimeout. It looks ten times as often as it syncs (every 50
+// ms), so that a silent broker is noticed within 50 ms of the timeout,
+// and workers that lose the same broker under load notice within about as
+// much of each other (see partition.go).
 func (l *link) watch(ctx context.Context, cut context.CancelFunc, heard *atomic.Int64, silent chan struct{}) {
 	every := min(500*time.Millisecond, l.c.cfg.LinkTimeout/3)
-	t := time.NewTicker(every)
+	t := time.NewTicker(every / 10)
 	defer t.Stop()
-	sent := l.lastOp()
+	sent, synced := l.lastOp(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
@@ -300,10 +303,13 @@ func (l *link) watch(ctx context.Context, cut context.CancelFunc, heard *atomic.
 			cut()
 			return
 		}
+		if time.Since(synced) < every {
+			continue
+		}
 		if last := l.lastOp(); quiet >= every || last == sent {
 			l.queue(sccv1.OpKind_OP_KIND_SYNC, "", nil, nil, time.Time{})
 		}
-		sent = l.lastOp()
+		sent, synced = l.lastOp(), time.Now()
 	}
 }
 
