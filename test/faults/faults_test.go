@@ -106,6 +106,13 @@ var faults = []fault{
 		time.Sleep(time.Until(tm.injected.Add(d)))
 		c.brokers[1].signal(syscall.SIGCONT)
 		tm.restored = time.Now()
+		// Every worker lost the broker at once: none may take that for a
+		// cut of its own and hand its clients over (partition.go).
+		for i, port := range c.workerPorts {
+			if n := testutil.Scrape("http://127.0.0.1:" + port + "/metrics")["scc_worker_partition_handovers_total"]; n != 0 {
+				t.Errorf("worker-%d handed its clients over (scc_worker_partition_handovers_total %v): a stopped broker taken for a cut", i+1, n)
+			}
+		}
 		return tm
 	}},
 	{name: "worker-1 to broker-1 cut silently, restored", detectBy: "worker-1 reports itself unready", singleOut: true, lossless: true, run: func(t *testing.T, c *cluster, px *faultProxy) times {
