@@ -9,12 +9,13 @@ import "sync"
 // socket's own reader goroutine: a storm of disconnects then made
 // thousands of goroutines runnable at once, each with tens of
 // microseconds of work, and a new client's accept, upgrade and handshake
-// waited behind all of them (the accept goroutine runnable for 125 ms;
-// fresh handshakes' p99 81-167 ms while 20,000 sockets left, 21-39 ms
-// with the reaper). Now a reader that sees its connection end gives back
-// its buffer, queues the socket here and exits: the run queue drains
-// quickly, and the teardown takes one processor's turn at a time beside
-// everyone else's.
+// waited behind all of them (fresh handshakes' p99 81-167 ms while
+// 20,000 sockets left, 21-39 ms with the reaper). Now a reader that sees
+// its connection end gives back its read buffer first (a reader that kept
+// it until the reaper came made the next woken reader allocate one: the
+// accept goroutine then still waited 125 ms), queues the socket here and
+// exits: the run queue drains quickly, and the teardown takes one
+// processor's turn at a time beside everyone else's.
 //
 // Disconnect hooks are user code and may block: finish runs them on a
 // goroutine of their own per socket, not on the reaper.
