@@ -45,8 +45,8 @@ type Config struct {
 	// MaxBatch caps the deliveries in one stream message. Default 512.
 	MaxBatch int
 	// LinkTimeout cuts a worker's link when nothing has come on it for
-	// this long (workers send a sync each half second they have sent nothing
-	// else), dropping its subscriptions and its queue: a worker gone
+	// this long (workers send a sync each tenth of a second they have sent
+	// nothing else), dropping its subscriptions and its queue: a worker gone
 	// silent is noticed in seconds. Default 5s.
 	LinkTimeout time.Duration
 	// Logger defaults to slog.Default().

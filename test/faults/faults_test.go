@@ -117,13 +117,13 @@ var faults = []fault{
 	}},
 	{name: "worker-1 to broker-1 cut silently, restored", detectBy: "worker-1 reports itself unready", singleOut: true, lossless: true, run: func(t *testing.T, c *cluster, px *faultProxy) times {
 		d := dur(25*time.Second, 40*time.Second)
-		tm := times{injected: time.Now(), what: fmt.Sprintf("nothing moves either way (connections stay open) until 300 ms after worker-1 notices (at most %v)", d)}
+		tm := times{injected: time.Now(), what: fmt.Sprintf("nothing moves either way (connections stay open) until 200 ms after worker-1 notices (at most %v)", d)}
 		px.set(true, 0)
 		tm.detected = until(d, func() bool { v, err := c.view(); return err == nil && !v.workerReady("worker-1") })
 		if !tm.detected.IsZero() {
 			// Restored before worker-1 would hand its clients over
-			// (PartitionAfter, 1 s after its link went down).
-			time.Sleep(300 * time.Millisecond)
+			// (PartitionAfter, 600 ms after its link went down).
+			time.Sleep(200 * time.Millisecond)
 		}
 		px.set(false, 0)
 		tm.restored = time.Now()
@@ -131,7 +131,7 @@ var faults = []fault{
 	}},
 	{name: "worker-1 to broker-1 cut for long", detectBy: "worker-1 reports itself unready", singleOut: true, run: func(t *testing.T, c *cluster, px *faultProxy) times {
 		d := dur(15*time.Second, 30*time.Second)
-		tm := times{injected: time.Now(), what: fmt.Sprintf("cut silently for %v: worker-1 hands its clients to the others 1 s after it notices", d)}
+		tm := times{injected: time.Now(), what: fmt.Sprintf("cut silently for %v: worker-1 hands its clients to the others 0.6 s after it notices", d)}
 		px.set(true, 0)
 		tm.detected = until(d, func() bool { v, err := c.view(); return err == nil && !v.workerReady("worker-1") })
 		time.Sleep(time.Until(tm.injected.Add(d)))

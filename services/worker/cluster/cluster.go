@@ -71,12 +71,17 @@ type Config struct {
 	LinkTimeout time.Duration
 	// PartitionAfter is how long a link to a broker still in the ring may
 	// stay down before the worker hands its clients to the others
-	// (OnPartition; see partition.go). Default 1s, counted from when the
-	// link went down (a silent one: after LinkTimeout). With the defaults
-	// a silent cut is noticed 3-3.5 s after it began and the handover
-	// starts by 4.75 s, before the broker gives up on this worker (its
-	// link timeout, 5 s): what the broker acknowledges meanwhile either
-	// reached this worker (confirmed) or failed its publisher.
+	// (OnPartition; see partition.go). Default 600ms, counted from when
+	// the link went down (a silent one: after LinkTimeout). It is a
+	// margin: a broker that stops is lost by every worker within about
+	// 150 ms of each other (link.go's watch) and each reports itself
+	// unready within 50 ms of that: a worker that still sees another
+	// ready after the margin is cut off from that broker alone. With the
+	// defaults a silent cut is noticed about 3.1 s after it began and the
+	// handover starts by 3.75 s, before the broker gives up on this
+	// worker (its link timeout, 5 s): what the broker acknowledges
+	// meanwhile either reached this worker (confirmed) or failed its
+	// publisher.
 	PartitionAfter time.Duration
 	// OnPartition, when set, is called (once per episode) when this worker
 	// is cut off from a broker the other workers reach: the worker closes
@@ -188,7 +193,7 @@ func New(cfg Config, deliver worker.DeliverFunc) (*Cluster, error) {
 		cfg.LinkTimeout = 3 * time.Second
 	}
 	if cfg.PartitionAfter <= 0 {
-		cfg.PartitionAfter = time.Second
+		cfg.PartitionAfter = 600 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
