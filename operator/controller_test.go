@@ -50,6 +50,16 @@ func get(t *testing.T, ns, name string, o client.Object) error {
 	return k8s.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, o)
 }
 
+// mustGet reads an object the test needs, failing the test if it cannot:
+// a resourceVersion compared with an object never read would be "" both
+// times.
+func mustGet(t *testing.T, ns, name string, o client.Object) {
+	t.Helper()
+	if err := get(t, ns, name, o); err != nil {
+		t.Fatalf("get %s/%s: %v", ns, name, err)
+	}
+}
+
 // Creating a SocketCluster creates the plain manifests' objects, renamed,
 // owned by it, with its secrets and settings.
 func TestCreate(t *testing.T) {
@@ -384,11 +394,11 @@ func TestNoWriteWhenNothingChanged(t *testing.T) {
 	rv := map[string]string{}
 	for _, name := range []string{"chat-state", "chat-broker", "chat-worker", "chat-gateway"} {
 		d := &appsv1.Deployment{}
-		_ = get(t, ns, name, d)
+		mustGet(t, ns, name, d)
 		rv[name] = d.ResourceVersion
 	}
 	sc := &v1alpha1.SocketCluster{}
-	_ = get(t, ns, "chat", sc)
+	mustGet(t, ns, "chat", sc)
 	time.Sleep(3 * time.Second) // six resyncs, each a full reconcile
 	after, by := writes.in(ns)
 	if after != n {
@@ -396,13 +406,13 @@ func TestNoWriteWhenNothingChanged(t *testing.T) {
 	}
 	for name, v := range rv {
 		d := &appsv1.Deployment{}
-		_ = get(t, ns, name, d)
+		mustGet(t, ns, name, d)
 		if d.ResourceVersion != v {
 			t.Errorf("%s rewritten: resourceVersion %s -> %s", name, v, d.ResourceVersion)
 		}
 	}
 	cur := &v1alpha1.SocketCluster{}
-	_ = get(t, ns, "chat", cur)
+	mustGet(t, ns, "chat", cur)
 	if cur.ResourceVersion != sc.ResourceVersion {
 		t.Errorf("status rewritten: resourceVersion %s -> %s", sc.ResourceVersion, cur.ResourceVersion)
 	}
