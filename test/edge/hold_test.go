@@ -21,6 +21,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -87,7 +88,7 @@ func holdMain(urls []string) int {
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 64)
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for j := 0; j < n; j++ {
 		wg.Add(1)
 		sem <- struct{}{}
@@ -127,7 +128,7 @@ func holdMain(urls []string) int {
 		return 1
 	}
 	dropped.Store(0)
-	fmt.Println("ready", start.UnixNano(), end.UnixNano())
+	fmt.Println("ready", start.UnixNano(), end.UnixNano(), int64(cpuTime()-cpu0))
 	for in.Scan() {
 		var r holdReport
 		for j := range counts {
@@ -197,15 +198,24 @@ func (h *holder) send(t *testing.T, line string) {
 
 // ready waits (the holder gives up after 5 minutes) until every client of
 // the holder is connected and subscribed, and returns when it began and
-// ended dialing.
-func (h *holder) ready(t *testing.T) (start, end time.Time) {
+// ended dialing and the CPU time it spent meanwhile.
+func (h *holder) ready(t *testing.T) (start, end time.Time, cpu time.Duration) {
 	t.Helper()
 	line, _ := h.out.ReadString('\n')
-	var s, e int64
-	if _, err := fmt.Sscanf(line, "ready %d %d\n", &s, &e); err != nil {
+	var s, e, c int64
+	if _, err := fmt.Sscanf(line, "ready %d %d %d\n", &s, &e, &c); err != nil {
 		t.Fatalf("holder of clients %d-%d: %q", h.spec.first, h.spec.first+h.spec.n-1, line)
 	}
-	return time.Unix(0, s), time.Unix(0, e)
+	return time.Unix(0, s), time.Unix(0, e), time.Duration(c)
+}
+
+// cpuTime is the CPU time (user and system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // report asks the holder what its clients received since the last report.

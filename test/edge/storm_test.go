@@ -168,8 +168,10 @@ func TestConnectionFlood(t *testing.T) {
 		h.dial(t)
 	}
 	var first, last time.Time
+	var clientCPU time.Duration
 	for _, h := range holders {
-		s, e := h.ready(t)
+		s, e, c := h.ready(t)
+		clientCPU += c
 		if first.IsZero() || s.Before(first) {
 			first = s
 		}
@@ -186,8 +188,8 @@ func TestConnectionFlood(t *testing.T) {
 	}
 	n := metric(t, bases[0], "scc_worker_handshakes_total")
 	conns := metric(t, bases[0], "scc_worker_connections")
-	t.Logf("flood: %d connections from %d processes handshaken in %.2f s (%.0f/s), %d dropped; the worker used %.2f CPU-s (%.0f us per connection)",
-		procs*per, procs, took.Seconds(), float64(procs*per)/took.Seconds(), dropped, cpu, cpu/float64(procs*per)*1e6)
+	t.Logf("flood: %d connections from %d processes handshaken in %.2f s (%.0f/s), %d dropped; the worker used %.2f CPU-s (%.0f us per connection), the clients %.2f CPU-s",
+		procs*per, procs, took.Seconds(), float64(procs*per)/took.Seconds(), dropped, cpu, cpu/float64(procs*per)*1e6, clientCPU.Seconds())
 	if n != procs*per || conns != procs*per || dropped != 0 {
 		t.Errorf("the worker answered %v handshakes and holds %v connections, %d dropped: want all %d", n, conns, dropped, procs*per)
 	}
