@@ -14,6 +14,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -43,7 +44,8 @@ func TestMain(m *testing.M) {
 // holdSpec is what one holder holds: clients first..first+n-1 (global
 // numbers), client g on urls[g%len(urls)] and channel prefix+(g%channels)
 // (none when channels is 0), dialing from the loopback address source
-// (empty: any), after a "go" line if wait.
+// (empty: any), after a "go" line if wait; raw clients (rawDial: no
+// channels, no pings answered) instead of pkg/client's if raw.
 type holdSpec struct {
 	urls     []string
 	first, n int
@@ -51,6 +53,7 @@ type holdSpec struct {
 	prefix   string
 	source   string
 	wait     bool
+	raw      bool
 }
 
 // holdReport is a holder's answer to "report".
@@ -66,13 +69,15 @@ func holdMain(urls []string) int {
 	first, _ := strconv.Atoi(os.Getenv("SCC_HOLD_FIRST"))
 	chans, _ := strconv.Atoi(os.Getenv("SCC_HOLD_CHANNELS"))
 	prefix, source := os.Getenv("SCC_HOLD_PREFIX"), os.Getenv("SCC_HOLD_SOURCE")
+	raw := os.Getenv("SCC_HOLD_RAW") != ""
 	dialer := *websocket.DefaultDialer
 	dialer.ReadBufferSize, dialer.WriteBufferSize = 1024, 1024
 	dialer.HandshakeTimeout = 30 * time.Second
+	nd := &net.Dialer{KeepAlive: -1} // the protocol's pings find dead peers
 	if source != "" {
-		nd := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
-		dialer.NetDialContext = nd.DialContext
+		nd.LocalAddr = &net.TCPAddr{IP: net.ParseIP(source)}
 	}
+	dialer.NetDialContext = nd.DialContext
 
 	var mu sync.Mutex
 	var lat []int64
@@ -96,6 +101,18 @@ func holdMain(urls []string) int {
 			defer wg.Done()
 			defer func() { <-sem }()
 			g := first + j
+			if raw {
+				rc, err := rawDial(ctx, nd, urls[g%len(urls)])
+				if err != nil {
+					errs <- err
+					return
+				}
+				go func() { // until the connection ends
+					_, _ = io.Copy(io.Discard, rc.br)
+					dropped.Add(1)
+				}()
+				return
+			}
 			c := client.New(client.Options{URL: urls[g%len(urls)], NoReconnect: true, Dialer: &dialer})
 			c.OnDisconnect(func(*client.CloseError) { dropped.Add(1) })
 			if err := c.Connect(ctx); err != nil {
@@ -167,6 +184,9 @@ func startHolder(t *testing.T, s holdSpec) *holder {
 		"SCC_HOLD_PREFIX="+s.prefix, "SCC_HOLD_SOURCE="+s.source)
 	if s.wait {
 		cmd.Env = append(cmd.Env, "SCC_HOLD_WAIT=1")
+	}
+	if s.raw {
+		cmd.Env = append(cmd.Env, "SCC_HOLD_RAW=1")
 	}
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()

@@ -152,16 +152,26 @@ func TestMassDisconnect(t *testing.T) {
 
 // 5,000 new connections opened at once by 4 client processes (64 dials in
 // flight each): every one handshaken, none dropped (how fast is printed).
+// Twice: with raw clients (rawDial), which leave the two cores to the
+// worker, and with the Go client library, whose clients spend more CPU
+// than the worker.
 func TestConnectionFlood(t *testing.T) {
 	if testing.Short() || raceEnabled {
 		t.Skip("5,000 connections: scripts/test.sh runs this without -race")
 	}
+	for _, raw := range []bool{true, false} {
+		name := map[bool]string{true: "raw", false: "pkg-client"}[raw]
+		t.Run(name, func(t *testing.T) { flood(t, raw) })
+	}
+}
+
+func flood(t *testing.T, raw bool) {
 	const procs, per = 4, 1250
 	bases := startCluster(t, 1, 1)
 	var holders []*holder
 	for h := 0; h < procs; h++ {
 		holders = append(holders, startHolder(t, holdSpec{urls: []string{wsURL(bases[0])}, first: h * per, n: per,
-			source: fmt.Sprint("127.0.0.", 10+h), wait: true}))
+			source: fmt.Sprint("127.0.0.", 10+h), wait: true, raw: raw}))
 	}
 	cpu0 := metric(t, bases[0], "process_cpu_seconds_total")
 	for _, h := range holders {
@@ -188,8 +198,9 @@ func TestConnectionFlood(t *testing.T) {
 	}
 	n := metric(t, bases[0], "scc_worker_handshakes_total")
 	conns := metric(t, bases[0], "scc_worker_connections")
-	t.Logf("flood: %d connections from %d processes handshaken in %.2f s (%.0f/s), %d dropped; the worker used %.2f CPU-s (%.0f us per connection), the clients %.2f CPU-s",
-		procs*per, procs, took.Seconds(), float64(procs*per)/took.Seconds(), dropped, cpu, cpu/float64(procs*per)*1e6, clientCPU.Seconds())
+	t.Logf("flood (%s): %d connections from %d processes handshaken in %.2f s (%.0f/s), %d dropped; the worker used %.2f CPU-s (%.0f us per connection), the clients %.2f CPU-s",
+		t.Name()[len("TestConnectionFlood/"):], procs*per, procs, took.Seconds(), float64(procs*per)/took.Seconds(), dropped,
+		cpu, cpu/float64(procs*per)*1e6, clientCPU.Seconds())
 	if n != procs*per || conns != procs*per || dropped != 0 {
 		t.Errorf("the worker answered %v handshakes and holds %v connections, %d dropped: want all %d", n, conns, dropped, procs*per)
 	}
