@@ -192,3 +192,27 @@ func Scrape(url string) map[string]float64 {
 	}
 	return out
 }
+
+// MustScrape is Scrape for a check that needs names: it reads the page
+// again (up to five times: a saturated process may not answer within
+// Scrape's 2 s) until every one is there, and fails the test if one never
+// is. A check reading a missing sample as 0 would pass on a page it could
+// not read.
+func MustScrape(t testing.TB, url string, names ...string) map[string]float64 {
+	t.Helper()
+	var missing []string
+	for try := 0; try < 5; try++ {
+		m := Scrape(url)
+		missing = missing[:0]
+		for _, n := range names {
+			if _, ok := m[n]; !ok {
+				missing = append(missing, n)
+			}
+		}
+		if len(missing) == 0 {
+			return m
+		}
+	}
+	t.Fatalf("%s: no %v in five tries", url, missing)
+	return nil
+}

@@ -198,7 +198,7 @@ func flood(t *testing.T, raw bool) {
 	}
 	n := metric(t, bases[0], "scc_worker_handshakes_total")
 	conns := metric(t, bases[0], "scc_worker_connections")
-	t.Logf("flood (%s): %d connections from %d processes handshaken in %.2f s (%.0f/s), %d dropped; the worker used %.2f CPU-s (%.0f us per connection), the clients %.2f CPU-s",
+	t.Logf("flood: %s: %d connections from %d processes handshaken in %.2f s (%.0f/s), %d dropped; the worker used %.2f CPU-s (%.0f us per connection), the clients %.2f CPU-s",
 		t.Name()[len("TestConnectionFlood/"):], procs*per, procs, took.Seconds(), float64(procs*per)/took.Seconds(), dropped,
 		cpu, cpu/float64(procs*per)*1e6, clientCPU.Seconds())
 	if n != procs*per || conns != procs*per || dropped != 0 {

@@ -109,7 +109,8 @@ var faults = []fault{
 		// Every worker lost the broker at once: none may take that for a
 		// cut of its own and hand its clients over (partition.go).
 		for i, port := range c.workerPorts {
-			if n := testutil.Scrape("http://127.0.0.1:" + port + "/metrics")["scc_worker_partition_handovers_total"]; n != 0 {
+			const handovers = "scc_worker_partition_handovers_total"
+			if n := testutil.MustScrape(t, "http://127.0.0.1:"+port+"/metrics", handovers)[handovers]; n != 0 {
 				t.Errorf("worker-%d handed its clients over (scc_worker_partition_handovers_total %v): a stopped broker taken for a cut", i+1, n)
 			}
 		}

@@ -177,7 +177,7 @@ func TestSoak(t *testing.T) {
 	for time.Since(start) < d {
 		at := time.Since(start).Seconds()
 		for _, s := range comps {
-			m := testutil.Scrape(s.url)
+			m := testutil.MustScrape(t, s.url, "go_memstats_heap_inuse_bytes", "go_goroutines", "process_open_fds")
 			s.at = append(s.at, at)
 			s.heapMiB = append(s.heapMiB, m["go_memstats_heap_inuse_bytes"]/(1<<20))
 			s.gor = append(s.gor, m["go_goroutines"])
