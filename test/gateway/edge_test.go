@@ -52,7 +52,9 @@ func stillServing(t *testing.T, url string) {
 	}
 }
 
-// metric reads one sample of the gateway's /metrics.
+// metric reads one sample of the gateway's /metrics; the test fails if it
+// is not there (read as 0, "the connections are gone" would pass on a
+// misnamed series).
 func metric(t *testing.T, g *clustertest.Gateway, series string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + g.Addr().String() + "/metrics")
@@ -63,7 +65,7 @@ func metric(t *testing.T, g *clustertest.Gateway, series string) float64 {
 	b, _ := io.ReadAll(resp.Body)
 	m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` (\S+)$`).FindSubmatch(b)
 	if m == nil {
-		return 0
+		t.Fatalf("the gateway's /metrics has no %s", series)
 	}
 	v, _ := strconv.ParseFloat(string(m[1]), 64)
 	return v
