@@ -45,7 +45,7 @@ type Config struct {
 	// MaxBatch caps the deliveries in one stream message. Default 512.
 	MaxBatch int
 	// LinkTimeout cuts a worker's link when nothing has come on it for
-	// this long (workers send a sync each tenth of a second they have sent
+	// this long (workers send a sync each fifth of a second they have sent
 	// nothing else), dropping its subscriptions and its queue: a worker gone
 	// silent is noticed in seconds. Default 5s.
 	LinkTimeout time.Duration

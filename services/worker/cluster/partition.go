@@ -12,30 +12,44 @@ import (
 // dropped it) cannot serve its clients' channels on that broker: their
 // subscribers would miss what the broker acknowledges to others, and their
 // publishes would fail. When that lasts Config.PartitionAfter and another
-// worker is ready (so the others reach the broker), the worker hands its
-// clients over: Config.OnPartition closes them at the drain pace, and they
+// worker has been ready as long (so the others reach the broker), the
+// worker hands its clients over: Config.OnPartition closes them at the drain pace, and they
 // reconnect through the gateway to the others (this worker reports itself
 // unready meanwhile). It serves again once its link is back.
 
-// peers is what the partition watch needs of the newest cluster view.
+// peers is what the partition watch needs of the cluster views: since
+// when each other worker has been ready (and not leaving), by the views.
 type peers struct {
-	mu      sync.Mutex
-	workers []*sccv1.Member
+	mu         sync.Mutex
+	readySince map[string]time.Time
 }
 
 func (p *peers) set(v *sccv1.ClusterView) {
-	p.mu.Lock()
-	p.workers = v.Workers
-	p.mu.Unlock()
-}
-
-// otherReady reports whether a worker other than self is ready and not
-// leaving.
-func (p *peers) otherReady(self string) bool {
+	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, w := range p.workers {
-		if w.Id != self && w.Ready && !w.Draining {
+	since := make(map[string]time.Time, len(v.Workers))
+	for _, w := range v.Workers {
+		if !w.Ready || w.Draining {
+			continue
+		}
+		if t, ok := p.readySince[w.Id]; ok {
+			since[w.Id] = t
+		} else {
+			since[w.Id] = now
+		}
+	}
+	p.readySince = since
+}
+
+// readyFor reports whether a worker other than self has been ready for d:
+// one that has just become ready (back from losing the same broker, say)
+// is no sign yet that self alone is cut off.
+func (p *peers) readyFor(self string, d time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, t := range p.readySince {
+		if id != self && time.Since(t) >= d {
 			return true
 		}
 	}
@@ -44,8 +58,10 @@ func (p *peers) otherReady(self string) bool {
 
 // watchPartition checks every 50 ms for a ring broker whose link has been
 // down for Config.PartitionAfter (counted from when its stream ended), and
-// calls Config.OnPartition once per such episode when another worker is
-// ready.
+// calls Config.OnPartition once per such episode when another worker has
+// been ready for as long: when a broker every worker lost comes back, the
+// workers relink some milliseconds apart, and the last must not take the
+// first's readiness for a cut of its own.
 func (c *Cluster) watchPartition() {
 	defer c.applied.Done()
 	t := time.NewTicker(50 * time.Millisecond)
@@ -93,7 +109,7 @@ func (c *Cluster) watchPartition() {
 			handed = false
 			continue
 		}
-		if handed || !c.peers.otherReady(c.cfg.ID) {
+		if handed || !c.peers.readyFor(c.cfg.ID, c.cfg.PartitionAfter) {
 			continue
 		}
 		handed = true
