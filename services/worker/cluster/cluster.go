@@ -75,8 +75,8 @@ type Config struct {
 	// the link went down (a silent one: after LinkTimeout). It is a
 	// margin: a broker that stops is lost by every worker within 200 ms
 	// of each other (link.go's watch) and each reports itself unready
-	// within 50 ms of that: a worker that still sees another
-	// ready after the margin is cut off from that broker alone. With the
+	// within 50 ms of that: a worker that sees another that has been
+	// ready for the margin is cut off from that broker alone. With the
 	// defaults a silent cut is noticed 3-3.2 s after it began and the
 	// handover starts by 3.8 s, before the broker gives up on this
 	// worker (its link timeout, 5 s): what the broker acknowledges
