@@ -13,9 +13,10 @@ import (
 // subscribers would miss what the broker acknowledges to others, and their
 // publishes would fail. When that lasts Config.PartitionAfter and another
 // worker has been ready as long (so the others reach the broker), the
-// worker hands its clients over: Config.OnPartition closes them at the drain pace, and they
-// reconnect through the gateway to the others (this worker reports itself
-// unready meanwhile). It serves again once its link is back.
+// worker hands its clients over: Config.OnPartition closes them at the
+// drain pace, and they reconnect through the gateway to the others (this
+// worker reports itself unready meanwhile). It serves again once its link
+// is back.
 
 // peers is what the partition watch needs of the cluster views: since
 // when each other worker has been ready (and not leaving), by the views.
