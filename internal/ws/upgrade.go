@@ -77,7 +77,7 @@ func Upgrade(w http.ResponseWriter, r *http.Request, opts Options) (*Conn, error
 	}
 	resp := make([]byte, 0, 256)
 	resp = append(resp, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
-	resp = append(resp, acceptKey(r.Header.Get("Sec-Websocket-Key"))...)
+	resp = append(resp, AcceptKey(r.Header.Get("Sec-Websocket-Key"))...)
 	if ext != "" {
 		resp = append(append(resp, "\r\nSec-WebSocket-Extensions: "...), ext...)
 	}
@@ -117,7 +117,7 @@ func validKey(k string) bool {
 }
 
 // AcceptKey is the Sec-WebSocket-Accept value for a Sec-WebSocket-Key.
-func acceptKey(key string) string {
+func AcceptKey(key string) string {
 	h := sha1.New()
 	h.Write([]byte(key))
 	h.Write([]byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))

@@ -46,7 +46,7 @@ func FuzzUpgrade(fz *testing.F) {
 		case err == nil && c.Compressed() != (negotiateDeflate(r.Header) != ""):
 			t.Fatalf("compression %v against the negotiation", c.Compressed())
 		}
-		if err == nil && acceptKey(r.Header.Get("Sec-Websocket-Key")) == "" {
+		if err == nil && AcceptKey(r.Header.Get("Sec-Websocket-Key")) == "" {
 			t.Fatal("no accept key")
 		}
 	})

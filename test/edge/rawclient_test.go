@@ -14,7 +14,6 @@ package edge_test
 import (
 	"bufio"
 	"context"
-	"crypto/sha1"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -26,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/scc-k8s/scc/internal/ws"
 	"github.com/scc-k8s/scc/pkg/codec"
 )
 
@@ -77,8 +77,7 @@ func (c *rawConn) open(u *url.URL) error {
 	if !strings.HasPrefix(string(status), "HTTP/1.1 101 ") {
 		return fmt.Errorf("upgrade answered %q", strings.TrimSpace(string(status)))
 	}
-	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	want, accepted := base64.StdEncoding.EncodeToString(sum[:]), false
+	want, accepted := ws.AcceptKey(key), false
 	for {
 		line, err := c.br.ReadSlice('\n')
 		if err != nil {
