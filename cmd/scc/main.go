@@ -319,6 +319,8 @@ func runBroker(ctx context.Context, args []string) error {
 func runGateway(ctx context.Context, args []string) error {
 	f := newFlags("scc gateway")
 	listen := f.String("listen", ":8000", "address to serve HTTP and WebSocket on")
+	reusePort := f.Bool("reuse-port", false, "share --listen with other gateways on this host (SO_REUSEPORT): the kernel spreads new connections over them")
+	httpListen := f.String("http-listen", "", "address for /healthz, /readyz and /metrics besides --listen (empty: off)")
 	parse := memberFlags(f)
 	id := f.String("id", "", "gateway id in the cluster (default: hostname and a random suffix)")
 	adv := f.String("advertise", "", "address reported to state (default: POD_IP with the listen port)")
@@ -340,7 +342,7 @@ func runGateway(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	return gateway.Run(ctx, gateway.Config{Listen: *listen, StateAddr: stateAddr, ID: *id, Advertise: *adv, Path: *path,
+	return gateway.Run(ctx, gateway.Config{Listen: *listen, ReusePort: *reusePort, HTTPListen: *httpListen, StateAddr: stateAddr, ID: *id, Advertise: *adv, Path: *path,
 		GRPC: gc, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey, MaxConnsPerIP: *perIP, UpgradeRate: *upRate,
 		UpgradeBurst: *upBurst, MaxHeaderBytes: *maxHeader, ReadHeaderTimeout: *headerTimeout, IdleTimeout: *idle,
 		DialTimeout: *dial, NoWorkerWait: *noWorker, DisableTunnels: !*tunnels, DrainDelay: *drainDelay, DrainTimeout: *drainTimeout, Logger: log})

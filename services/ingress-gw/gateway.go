@@ -30,7 +30,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/scc-k8s/scc/internal/certreload"
 	"github.com/scc-k8s/scc/pkg/grpcx"
@@ -51,6 +50,14 @@ type Config struct {
 	Listen string
 	// Listener, when set, is used instead of listening on Listen.
 	Listener net.Listener
+	// ReusePort lets several gateways on one host share Listen
+	// (SO_REUSEPORT, Linux): the kernel spreads new connections over
+	// them, and one that stops or dies gets none. Default false.
+	ReusePort bool
+	// HTTPListen, when set, also serves /healthz, /readyz and /metrics on
+	// an address of their own (they stay on Listen too): one gateway's
+	// own figures where several share Listen.
+	HTTPListen string
 	// TLSCertFile and TLSKeyFile, when set, serve TLS (https, wss),
 	// reloading the pair when the files change.
 	TLSCertFile, TLSKeyFile string
@@ -169,6 +176,8 @@ type Gateway struct {
 	log    *slog.Logger
 	m      *metrics
 	gather prometheus.Gatherer
+	ops    http.Handler // /healthz, /readyz, /metrics
+	opsHS  *http.Server // HTTPListen's server, if any
 	bal    *balancer
 	mem    *member.Client
 	perIP  perIP
@@ -201,6 +210,7 @@ func Run(ctx context.Context, cfg Config) error {
 	select {
 	case err := <-g.errc:
 		g.mem.Close()
+		g.closeOps()
 		return fmt.Errorf("gateway: serve: %w", err)
 	case <-ctx.Done():
 	}
@@ -256,7 +266,7 @@ func Start(cfg Config) (*Gateway, error) {
 
 	ln := cfg.Listener
 	if ln == nil {
-		if ln, err = net.Listen("tcp", cfg.Listen); err != nil {
+		if ln, err = listen(cfg.Listen, cfg.ReusePort); err != nil {
 			g.relays.close()
 			return nil, fmt.Errorf("gateway: listen: %w", err)
 		}
@@ -289,6 +299,10 @@ func Start(cfg Config) (*Gateway, error) {
 		return nil, err
 	}
 	g.mem = mem
+	g.ops = ops.Handler(g.gather, g.ready)
+	if cfg.HTTPListen != "" { // after the membership exists: /readyz asks it
+		g.opsHS = ops.Serve(cfg.HTTPListen, g.ops)
+	}
 
 	track := &connTrack{g: g, conns: make(map[net.Conn]*atomic.Bool)}
 	hs := &http.Server{
@@ -324,7 +338,14 @@ func (g *Gateway) Shutdown() {
 	g.stopOnce.Do(func() {
 		g.drain(g.hs)
 		g.mem.Close()
+		g.closeOps()
 	})
+}
+
+func (g *Gateway) closeOps() {
+	if g.opsHS != nil {
+		_ = g.opsHS.Close()
+	}
 }
 
 // drain is the stopping gateway's sequence (see the package comment).
@@ -401,19 +422,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		served.Store(true)
 	}
 	switch r.URL.Path {
-	case "/healthz":
-		_, _ = w.Write([]byte("ok\n"))
-		return
-	case "/readyz":
-		if !g.ready() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		_, _ = w.Write([]byte("ok\n"))
+	case "/healthz", "/readyz":
+		g.ops.ServeHTTP(w, r)
 		return
 	case "/metrics":
 		if g.gather != nil {
-			promhttp.HandlerFor(g.gather, promhttp.HandlerOpts{}).ServeHTTP(w, r)
+			g.ops.ServeHTTP(w, r)
 			return
 		}
 	}

@@ -68,16 +68,19 @@ func (p *proc) kill() {
 	<-done
 }
 
-// cluster is state, 3 brokers, 3 workers and a gateway as processes on
-// loopback, as in production (cluster token, gRPC between them).
+// cluster is state, 3 brokers, 3 workers and 2 gateways as processes on
+// loopback, as in production (cluster token, gRPC between them; the
+// gateways share their client port as two replicas share a Service, the
+// kernel spreading connections over them).
 type cluster struct {
 	state             *proc
 	brokers, workers  []*proc
-	gateway           *proc
+	gateways          []*proc
 	stateAddr, stHTTP string
 	brokerAddrs       []string
 	workerPorts       []string
-	gwPort            string
+	gwPort            string   // the clients' port, shared
+	gwHTTP            []string // each gateway's own /metrics
 }
 
 const workerUID = 65533 // the user worker-1 runs as when the suite is root
@@ -110,7 +113,12 @@ func startCluster(t *testing.T, singleOut bool) *cluster {
 		c.workers = append(c.workers, mk(fmt.Sprint("worker-", i), uid, "worker", "--id", fmt.Sprint("worker-", i),
 			"--listen", "127.0.0.1:"+wp, "--state", c.stateAddr, "--auth-key", "k", "--trusted-proxies", "127.0.0.1"))
 	}
-	c.gateway = mk("gateway", 0, "gateway", "--listen", "127.0.0.1:"+c.gwPort, "--state", c.stateAddr, "--drain-delay", "0")
+	for i := 1; i <= 2; i++ {
+		h := "127.0.0.1:" + port()
+		c.gwHTTP = append(c.gwHTTP, h)
+		c.gateways = append(c.gateways, mk(fmt.Sprint("gateway-", i), 0, "gateway", "--id", fmt.Sprint("gateway-", i),
+			"--listen", "127.0.0.1:"+c.gwPort, "--reuse-port", "--http-listen", h, "--state", c.stateAddr, "--drain-delay", "0"))
+	}
 	t.Cleanup(func() {
 		for _, p := range c.all() {
 			p.signal(syscall.SIGCONT)
@@ -130,12 +138,33 @@ func startCluster(t *testing.T, singleOut bool) *cluster {
 		v, err := c.view()
 		return err == nil && len(v.Brokers) == 3 && v.readyWorkers() == 3 && v.Phase == "PHASE_STABLE"
 	}, "3 brokers in the ring, 3 ready workers")
-	testutil.WaitHTTP(t, "http://127.0.0.1:"+c.gwPort+"/readyz")
+	for _, h := range c.gwHTTP {
+		testutil.WaitHTTP(t, "http://"+h+"/readyz")
+	}
 	return c
 }
 
 func (c *cluster) all() []*proc {
-	return append(append(append([]*proc{c.state}, c.brokers...), c.workers...), c.gateway)
+	return append(append(append([]*proc{c.state}, c.brokers...), c.workers...), c.gateways...)
+}
+
+// gatewaysRoute tells whether every gateway routes to n workers.
+func (c *cluster) gatewaysRoute(n int) bool {
+	for _, h := range c.gwHTTP {
+		if testutil.Scrape("http://" + h + "/metrics")["scc_gateway_routable_workers"] != float64(n) {
+			return false
+		}
+	}
+	return true
+}
+
+// gatewayConns is the clients connected through the gateways.
+func (c *cluster) gatewayConns() int {
+	n := 0.0
+	for _, h := range c.gwHTTP {
+		n += testutil.Scrape("http://" + h + "/metrics")["scc_gateway_connections"]
+	}
+	return int(n)
 }
 
 // view is state's GET /cluster.

@@ -1,7 +1,8 @@
 // Package faults is the fault suite: the cluster as processes on loopback
-// (state, 3 brokers, 3 workers, a gateway) under steady pub/sub load from
+// (state, 3 brokers, 3 workers, 2 gateways) under steady pub/sub load from
 // the official JS client and the Go client, and one fault at a time:
-// SIGKILL and restart of a broker, of state, of a worker, of the gateway;
+// SIGKILL and restart of a broker, of state, of a worker, of a gateway and
+// of both;
 // a broker paused (SIGSTOP, then SIGCONT); the path from one worker to one
 // broker cut silently and restored, and slowed. Each fault gets a fresh
 // cluster and a row of counts: published, acked, failed (with the errors
@@ -82,19 +83,32 @@ var faults = []fault{
 		return tm
 	}},
 	{name: "worker SIGKILL, restarted", detectBy: "the gateway stops routing to it", lossless: true, run: func(t *testing.T, c *cluster, _ *faultProxy) times {
-		tm := times{injected: time.Now(), what: "kill -9 worker-2, start it again once the gateway has dropped it"}
+		tm := times{injected: time.Now(), what: "kill -9 worker-2, start it again once the gateways have dropped it"}
 		c.workers[1].kill()
-		tm.detected = until(20*time.Second, func() bool { return gatewayRoutes(c.gwPort) == 2 })
+		tm.detected = until(20*time.Second, func() bool { return c.gatewaysRoute(2) })
 		c.workers[1].start()
 		tm.restored = time.Now()
 		return tm
 	}},
 	{name: "gateway SIGKILL, restarted", detectBy: "clients see the connection drop", lossless: true, run: func(t *testing.T, c *cluster, _ *faultProxy) times {
-		tm := times{injected: time.Now(), what: "kill -9 the gateway, start it again after 1 s"}
-		c.gateway.kill()
+		tm := times{injected: time.Now(), what: "kill -9 gateway-1 of 2, start it again after 1 s"}
+		c.gateways[0].kill()
 		tm.detected = time.Now() // the kernel resets every connection at once
 		time.Sleep(time.Second)
-		c.gateway.start()
+		c.gateways[0].start()
+		tm.restored = time.Now()
+		return tm
+	}},
+	{name: "every gateway SIGKILL, restarted", detectBy: "clients see the connection drop", lossless: true, run: func(t *testing.T, c *cluster, _ *faultProxy) times {
+		tm := times{injected: time.Now(), what: "kill -9 both gateways, start them again after 1 s: clients wait out their retry delays"}
+		for _, g := range c.gateways {
+			g.kill()
+		}
+		tm.detected = time.Now()
+		time.Sleep(time.Second)
+		for _, g := range c.gateways {
+			g.start()
+		}
 		tm.restored = time.Now()
 		return tm
 	}},
@@ -162,6 +176,7 @@ type row struct {
 	delivered, lost, dup, reor int
 	detectMs, recoverMs        int // -1: not measured
 	jsNotBack, goUnsubscribed  int
+	jsBackMs                   int // -1: no JS client had to reconnect
 }
 
 func TestFaults(t *testing.T) {
@@ -209,14 +224,14 @@ func runFault(t *testing.T, f fault) row {
 	// all, then a little more load.
 	testutil.Eventually(t, 60*time.Second, func() bool {
 		v, err := c.view()
-		return err == nil && len(v.Brokers) == 3 && v.readyWorkers() == 3 && v.Phase == "PHASE_STABLE" && gatewayRoutes(c.gwPort) == 3
+		return err == nil && len(v.Brokers) == 3 && v.readyWorkers() == 3 && v.Phase == "PHASE_STABLE" && c.gatewaysRoute(3)
 	}, "the cluster whole again")
-	// Every client back through the gateway (the JS client backs off for
+	// Every client back through the gateways (the JS client backs off for
 	// up to 5 s between its attempts), then a little more load.
 	const clients = 150 + 4 + 150 + 4
 	testutil.Eventually(t, 30*time.Second, func() bool {
-		return testutil.Scrape("http://127.0.0.1:" + c.gwPort + "/metrics")["scc_gateway_connections"] >= clients
-	}, "all %d clients connected through the gateway again", clients)
+		return c.gatewayConns() >= clients
+	}, "all %d clients connected through the gateways again", clients)
 	time.Sleep(3 * time.Second)
 	jr := js.Stop(t, tm.injected)
 	margin := time.Duration(jr.MarginMs) * time.Millisecond
@@ -225,7 +240,10 @@ func runFault(t *testing.T, f fault) row {
 	r := row{fault: f.name, what: tm.what, detectBy: f.detectBy, errors: gr.Errors,
 		published: gr.Published + jr.Published, acked: gr.Acked + jr.Acked, failed: gr.Failed + jr.Failed,
 		delivered: gr.Delivered + jr.Delivered, lost: gr.Lost + jr.Lost, dup: gr.Duplicated + jr.Duplicates,
-		reor: gr.Reordered, detectMs: -1, recoverMs: -1, jsNotBack: jr.NotBack, goUnsubscribed: gr.Unsubscribed}
+		reor: gr.Reordered, detectMs: -1, recoverMs: -1, jsNotBack: jr.NotBack, goUnsubscribed: gr.Unsubscribed, jsBackMs: -1}
+	if jr.Reconnected > 0 {
+		r.jsBackMs = jr.BackWithinMs
+	}
 	if !tm.detected.IsZero() && f.detectBy != "" {
 		r.detectMs = int(tm.detected.Sub(tm.injected) / time.Millisecond)
 	}
@@ -266,11 +284,6 @@ func repoRoot(t *testing.T) string {
 	return filepath.Dir(filepath.Dir(wd))
 }
 
-// gatewayRoutes reads how many workers the gateway routes to.
-func gatewayRoutes(port string) int {
-	return int(testutil.Scrape("http://127.0.0.1:" + port + "/metrics")["scc_gateway_routable_workers"])
-}
-
 // writeDoc puts the table into the file SCC_FAULTS_DOC names, between
 // its markers.
 func writeDoc(t *testing.T, rows []row) {
@@ -279,8 +292,8 @@ func writeDoc(t *testing.T, rows []row) {
 		return
 	}
 	var b strings.Builder
-	b.WriteString("| fault | how | published | acked | failed (errors) | delivered | lost | duplicated | reordered | detected | trouble after detection |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| fault | how | published | acked | failed (errors) | delivered | lost | duplicated | reordered | detected | trouble after detection | JS clients all back (from the fault) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	ms := func(v int, by string) string {
 		if v < 0 {
 			return "—"
@@ -300,8 +313,8 @@ func writeDoc(t *testing.T, rows []row) {
 		if len(errs) > 0 {
 			fe += " (Go: " + strings.Join(errs, ", ") + ")"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %d | %d | %d | %d | %s | %s |\n", r.fault, r.what, r.published, r.acked, fe,
-			r.delivered, r.lost, r.dup, r.reor, ms(r.detectMs, r.detectBy), ms(r.recoverMs, ""))
+		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %d | %d | %d | %d | %s | %s | %s |\n", r.fault, r.what, r.published, r.acked, fe,
+			r.delivered, r.lost, r.dup, r.reor, ms(r.detectMs, r.detectBy), ms(r.recoverMs, ""), ms(r.jsBackMs, ""))
 	}
 	testutil.WriteSection(t, path, "faults", "scripts/faults.sh", b.String())
 }

@@ -292,3 +292,42 @@ func TestUpgradeWaitsForAWorker(t *testing.T) {
 		t.Fatalf("a client held for a worker: %v", err)
 	}
 }
+
+// TestGatewaysSharePort: two gateways with ReusePort serve one address,
+// each taking a share of its connections and showing its own figures on
+// its HTTPListen; once one has stopped, the other takes every new
+// connection. Without ReusePort a second gateway cannot have the address.
+func TestGatewaysSharePort(t *testing.T) {
+	c := clustertest.Start(t, clustertest.Options{Brokers: 1, Workers: 1})
+	shared := fmt.Sprint("127.0.0.1:", testutil.FreePort(t))
+	var gws []*clustertest.Gateway
+	var admin []string
+	for range 2 {
+		a := fmt.Sprint("127.0.0.1:", testutil.FreePort(t))
+		admin = append(admin, a)
+		gws = append(gws, c.AddGateway(gateway.Config{Listen: shared, ReusePort: true, HTTPListen: a}))
+	}
+	if g, err := gateway.Start(gateway.Config{Listen: shared, StateAddr: c.StateAddr, GRPC: c.GRPC}); err == nil {
+		g.Shutdown()
+		t.Fatal("a gateway without ReusePort got an address two others share")
+	}
+	c.WaitRoutable(1)
+	testutil.WaitHTTP(t, "http://"+admin[0]+"/readyz")
+	testutil.WaitHTTP(t, "http://"+admin[1]+"/readyz")
+	conns := func(i int) float64 {
+		const series = "scc_gateway_connections"
+		return testutil.MustScrape(t, "http://"+admin[i]+"/metrics", series)[series]
+	}
+
+	url := gws[0].URL // the shared address
+	dialMany(t, url, 40)
+	waitFor(t, "40 connections over the two gateways", func() bool { return conns(0)+conns(1) == 40 })
+	if conns(0) == 0 || conns(1) == 0 {
+		t.Fatalf("one gateway took all 40 connections (%v, %v)", conns(0), conns(1))
+	}
+
+	kept := conns(1)
+	gws[0].Shutdown()    // its clients told to go; NoReconnect: they do not come back
+	dialMany(t, url, 30) // fails the test if one is refused
+	waitFor(t, "the 30 new connections at the gateway left", func() bool { return conns(1) == kept+30 })
+}
