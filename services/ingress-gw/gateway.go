@@ -199,7 +199,10 @@ type Gateway struct {
 }
 
 // proxied is one upgraded connection.
-type proxied struct{ client, worker net.Conn }
+type proxied struct {
+	client, worker net.Conn
+	tail           frameTail // the worker's frames to the client
+}
 
 // Run serves until ctx is done, then drains.
 func Run(ctx context.Context, cfg Config) error {

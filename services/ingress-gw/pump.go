@@ -4,6 +4,7 @@ package gateway
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -21,37 +22,39 @@ const pumpBuf = 32 << 10
 
 var pumpBufs = sync.Pool{New: func() any { b := make([]byte, pumpBuf); return &b }}
 
-// pump copies src to dst until src ends or either side fails, and
-// reports the bytes copied. A src that is a plain socket is read only
+// errWrite marks a pump's error as dst's.
+var errWrite = errors.New("pump: write")
+
+// pump copies src to dst until src ends or either side fails (an error
+// of dst's wraps errWrite), and reports the bytes copied; tail, when
+// set, follows them. A src that is a plain socket is read only
 // when the poller says it is readable, into a pooled buffer, so an idle
 // connection holds no buffer (and, unlike splice(2), no pipe: two file
 // descriptors per direction per idle connection would cap a gateway at a
 // fraction of its connections). Other sources (TLS) are read with a
 // small buffer of their own.
-func pump(dst, src net.Conn, count func(int)) error {
+//
+// Each wait for the poller follows a read that said EAGAIN: RawConn.Read
+// forgets, as it starts, what the poller reported before it, so bytes (or
+// the end) that arrived after a read are seen only by another read.
+// Skipping that read once lost the end of a worker that died after its
+// last bytes, leaving its client connected to nothing.
+func pump(dst, src net.Conn, count func(int), tail *frameTail) error {
 	sc, ok := src.(syscall.Conn)
 	if !ok {
-		return copyBuffered(dst, src, count)
+		return copyBuffered(dst, src, count, tail)
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return copyBuffered(dst, src, count)
+		return copyBuffered(dst, src, count, tail)
 	}
-	drained := false // the last read left the socket empty, most likely
 	for {
 		var (
 			bp   *[]byte
 			n    int
 			rerr error
 		)
-		wait := drained
 		err := rc.Read(func(fd uintptr) bool {
-			if wait {
-				// Skip the read that would only say EAGAIN: park until
-				// the poller reports new bytes (it reports every arrival).
-				wait = false
-				return false
-			}
 			bp = pumpBufs.Get().(*[]byte)
 			for {
 				n, rerr = syscall.Read(int(fd), *bp)
@@ -78,25 +81,30 @@ func pump(dst, src net.Conn, count func(int)) error {
 			}
 			return err
 		}
-		drained = n < len(*bp)
+		if tail != nil {
+			tail.feed((*bp)[:n])
+		}
 		_, werr := dst.Write((*bp)[:n])
 		pumpBufs.Put(bp)
 		if count != nil {
 			count(n)
 		}
 		if werr != nil {
-			return werr
+			return fmt.Errorf("%w: %w", errWrite, werr)
 		}
 	}
 }
 
-func copyBuffered(dst, src net.Conn, count func(int)) error {
+func copyBuffered(dst, src net.Conn, count func(int), tail *frameTail) error {
 	buf := make([]byte, 4<<10)
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			if tail != nil {
+				tail.feed(buf[:n])
+			}
 			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return werr
+				return fmt.Errorf("%w: %w", errWrite, werr)
 			}
 			if count != nil {
 				count(n)

@@ -44,6 +44,7 @@ type side struct {
 type pair struct {
 	client, worker side
 	halfAt         time.Time // when one side first ended
+	tail           frameTail // the worker's frames to the client
 	done           func()
 }
 
@@ -160,10 +161,10 @@ func takeFD(c net.Conn) (int, error) {
 	return nfd, nil
 }
 
-// add hands a client and worker connection to a loop; done runs once
-// when both are closed. On an error the connections are untouched
-// (closed only if they were taken).
-func (rs *relays) add(client, worker net.Conn, done func()) error {
+// add hands a client and worker connection to a loop (tail: the worker's
+// frames so far); done runs once when both are closed. On an error the
+// connections are untouched (closed only if they were taken).
+func (rs *relays) add(client, worker net.Conn, tail frameTail, done func()) error {
 	_, ok1 := client.(*net.TCPConn)
 	_, ok2 := worker.(*net.TCPConn)
 	if !ok1 || !ok2 {
@@ -178,7 +179,7 @@ func (rs *relays) add(client, worker net.Conn, done func()) error {
 		syscall.Close(cfd)
 		return err
 	}
-	t := &pair{done: done}
+	t := &pair{done: done, tail: tail}
 	t.client = side{fd: cfd, t: t, in: true}
 	t.worker = side{fd: wfd, t: t}
 	t.client.peer, t.worker.peer = &t.worker, &t.client
@@ -282,10 +283,12 @@ func (r *relay) pull(s *side) {
 			return
 		}
 		if err != nil {
+			r.workerGone(s)
 			r.teardown(s.t)
 			return
 		}
 		if n == 0 { // s ended: so does the peer's writing, once flushed
+			r.workerGone(s)
 			s.eof = true
 			r.setEvents(s, s.events&^(syscall.EPOLLIN|syscall.EPOLLRDHUP))
 			_ = syscall.Shutdown(s.peer.fd, syscall.SHUT_WR)
@@ -296,6 +299,7 @@ func (r *relay) pull(s *side) {
 			r.in.n.Add(int64(n))
 		} else {
 			r.out.n.Add(int64(n))
+			s.t.tail.feed(r.buf[:n])
 		}
 		w, err := writeAll(s.peer.fd, r.buf[:n])
 		if err != nil {
@@ -312,6 +316,19 @@ func (r *relay) pull(s *side) {
 			return // most likely drained; level-triggered epoll says if not
 		}
 	}
+}
+
+// workerGone tells the client, when s is the worker's side and it ended
+// first and unannounced between two frames, to come back at once. Its
+// pending bytes are out (s is read only then); should the close frame not
+// fit, the client sees the end it would have seen without it.
+func (r *relay) workerGone(s *side) {
+	t := s.t
+	if s.in || t.client.eof || !t.tail.canSayGone() {
+		return
+	}
+	t.tail.closed = true
+	_, _ = writeAll(t.client.fd, goneFrame)
 }
 
 // flush writes s's pending bytes; when they are out, reading its peer

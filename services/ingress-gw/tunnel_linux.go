@@ -62,12 +62,13 @@ type stream struct {
 	pc        *pumped    // a client Go must handle (TLS), instead of client
 	hs        *handshake // the worker's answer, until attached
 	done      func()
-	sendWin   int  // bytes the client may still send to the worker
-	recvAvail int  // bytes the worker may still send
-	consumed  int  // written to the client, not yet granted back
-	closed    bool // the worker closed its end
-	winPaused bool // the client is not read: no window
-	outPaused bool // the client is not read: the session's out is full
+	sendWin   int       // bytes the client may still send to the worker
+	recvAvail int       // bytes the worker may still send
+	consumed  int       // written to the client, not yet granted back
+	closed    bool      // the worker closed its end
+	tail      frameTail // the worker's frames to the client
+	winPaused bool      // the client is not read: no window
+	outPaused bool      // the client is not read: the session's out is full
 	halfAt    time.Time
 }
 
@@ -360,6 +361,7 @@ func (r *relay) frames(ss *session) error {
 			} else if st.client != nil {
 				r.toClient(st, p)
 			} else if st.pc != nil && !st.pc.gone {
+				st.tail.feed(p)
 				st.pc.out = append(st.pc.out, p...)
 				notify(st.pc.wake)
 			}
@@ -403,6 +405,7 @@ func (r *relay) frames(ss *session) error {
 // toClient writes the worker's bytes to st's client, keeping what the
 // client cannot take yet.
 func (r *relay) toClient(st *stream, p []byte) {
+	st.tail.feed(p)
 	c := st.client
 	if len(c.pending) > 0 {
 		c.pending = append(c.pending, p...)
@@ -458,6 +461,12 @@ func (r *relay) clientEvent(c *side, ev uint32) {
 				return
 			}
 		}
+	}
+	if st.ss.dead { // only its last bytes are written (endSession)
+		if ev&syscall.EPOLLHUP != 0 {
+			r.closeClient(st, false)
+		}
+		return
 	}
 	if ev&(syscall.EPOLLIN|syscall.EPOLLRDHUP|syscall.EPOLLHUP) != 0 && !c.eof {
 		r.readClient(st)
@@ -616,7 +625,9 @@ func (r *relay) dropStream(st *stream, reset bool) {
 }
 
 // endSession closes a session and every client it carried; answers not
-// yet read fail.
+// yet read fail. A client between two frames of its worker's is told to
+// come back at once (goneFrame), after what it still had to get (within
+// halfCloseGrace).
 func (r *relay) endSession(ss *session) {
 	if ss.dead {
 		return
@@ -635,8 +646,29 @@ func (r *relay) endSession(ss *session) {
 			continue
 		}
 		if st.pc != nil {
-			r.closePumped(st, false)
+			if !st.pc.gone && st.tail.canSayGone() {
+				st.tail.closed = true
+				st.pc.out = append(st.pc.out, goneFrame...)
+			}
+			if len(st.pc.out) == 0 || st.pc.gone {
+				r.closePumped(st, false)
+				continue
+			}
+			if st.halfAt.IsZero() {
+				st.halfAt = time.Now()
+			}
+			notify(st.pc.wake) // its writer closes it once its bytes are out
 			continue
+		}
+		if c := st.client; c != nil && r.side(c.fd) == c && st.tail.canSayGone() {
+			r.toClient(st, goneFrame) // closes the client if it cannot be written
+			if c := st.client; c != nil && len(c.pending) > 0 {
+				if st.halfAt.IsZero() {
+					st.halfAt = time.Now()
+				}
+				r.setEvents(c, syscall.EPOLLOUT) // written, then closed (clientEvent)
+				continue
+			}
 		}
 		if c := st.client; c != nil && r.side(c.fd) == c {
 			r.sides[c.fd] = nil
@@ -722,7 +754,7 @@ func (g *Gateway) serveTunneled(w http.ResponseWriter, r *http.Request, b *backe
 		g.bal.done(b)
 		return false, nil
 	}
-	cc, early, err := g.answerClient(w, br, resp)
+	cc, early, err := g.answerClient(w, br, resp, &st.tail) // the loop reads tail only once attached
 	if err == nil && len(early) > 0 {
 		err = st.send(early)
 	}

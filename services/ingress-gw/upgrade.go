@@ -184,7 +184,8 @@ func relayRefusal(w http.ResponseWriter, resp *http.Response) {
 // relay loop (plain TCP) or to two pumps (TLS). It reports whether the
 // tunnel was set up (then it releases ip's slot when it closes).
 func (g *Gateway) splice(w http.ResponseWriter, wc net.Conn, br *bufio.Reader, resp *http.Response, b *backend, ip string) bool {
-	cc, early, err := g.answerClient(w, br, resp)
+	var tail frameTail
+	cc, early, err := g.answerClient(w, br, resp, &tail)
 	if err == nil && len(early) > 0 {
 		_, err = wc.Write(early)
 	}
@@ -195,11 +196,11 @@ func (g *Gateway) splice(w http.ResponseWriter, wc net.Conn, br *bufio.Reader, r
 	}
 	done := g.opened(b, ip)
 	if g.relays != nil {
-		if err := g.relays.add(cc, wc, done); err == nil {
+		if err := g.relays.add(cc, wc, tail, done); err == nil {
 			return true
 		}
 	}
-	p := &proxied{client: cc, worker: wc}
+	p := &proxied{client: cc, worker: wc, tail: tail}
 	g.connsMu.Lock()
 	g.conns[p] = struct{}{}
 	g.connsMu.Unlock()
@@ -228,9 +229,9 @@ func (g *Gateway) upgradeFailed(cc net.Conn, b *backend) {
 
 // answerClient takes the client's connection over and writes it the
 // worker's 101, with the worker's first frames when they came with it
-// (read into br). It returns what the client sent after its request, for
-// the worker.
-func (g *Gateway) answerClient(w http.ResponseWriter, br *bufio.Reader, resp *http.Response) (net.Conn, []byte, error) {
+// (read into br; tail follows them). It returns what the client sent
+// after its request, for the worker.
+func (g *Gateway) answerClient(w http.ResponseWriter, br *bufio.Reader, resp *http.Response, tail *frameTail) (net.Conn, []byte, error) {
 	cc, cbuf, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return nil, nil, err
@@ -242,6 +243,7 @@ func (g *Gateway) answerClient(w http.ResponseWriter, br *bufio.Reader, resp *ht
 	if n := br.Buffered(); n > 0 { // the worker's first frames, read with its answer
 		chunk, _ := br.Peek(n)
 		head.Write(chunk)
+		tail.feed(chunk)
 	}
 	_ = cc.SetDeadline(time.Time{})
 	if _, err := cc.Write(head.Bytes()); err != nil {
@@ -275,11 +277,18 @@ func (g *Gateway) pumpPair(p *proxied) {
 	in, out := g.m.bytes.WithLabelValues("in"), g.m.bytes.WithLabelValues("out")
 	done := make(chan struct{})
 	go func() {
-		_ = pump(p.worker, p.client, func(n int) { in.Add(float64(n)) })
+		_ = pump(p.worker, p.client, func(n int) { in.Add(float64(n)) }, nil)
 		closeWrite(p.worker)
 		close(done)
 	}()
-	_ = pump(p.client, p.worker, func(n int) { out.Add(float64(n)) })
+	err := pump(p.client, p.worker, func(n int) { out.Add(float64(n)) }, &p.tail)
+	select {
+	case <-done: // the client's end came first; the worker's followed it
+	default:
+		if !errors.Is(err, errWrite) && p.tail.canSayGone() {
+			_, _ = p.client.Write(goneFrame) // the worker's end came first, unannounced
+		}
+	}
 	closeWrite(p.client)
 	select {
 	case <-done:
