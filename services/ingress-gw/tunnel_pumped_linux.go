@@ -46,6 +46,7 @@ func (st *stream) attachPumped(c net.Conn, done func()) error {
 		c.Close()
 		return errSessionEnded
 	}
+	st.tail.feed(st.hs.buf)
 	pc := &pumped{c: c, out: st.hs.buf, wake: make(chan struct{}, 1), room: make(chan struct{}, 1), done: make(chan struct{})}
 	st.hs = nil
 	st.pc, st.done = pc, done
