@@ -36,10 +36,13 @@ func startSession(t *testing.T, l *Listener) *fakeGateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
+	t.Cleanup(func() { ln.Close() })
 	served := make(chan error, 1)
 	go func() {
+		// The listener closes once it has accepted: closed when the dial
+		// below returns, it could fail an Accept still to come.
 		c, err := ln.Accept()
+		ln.Close()
 		if err != nil {
 			served <- err
 			return
