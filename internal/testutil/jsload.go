@@ -72,6 +72,7 @@ func StartJSLoad(t testing.TB, repoRoot, host string, port, clients, channels, r
 	cmd.Env = append(os.Environ(), "SCC_HOST="+host, fmt.Sprint("SCC_PORT=", port),
 		fmt.Sprint("SCC_CLIENTS=", clients), fmt.Sprint("SCC_CHANNELS=", channels), fmt.Sprint("SCC_RATE=", rate))
 	cmd.Stderr = os.Stderr
+	DieWithTest(cmd)
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {

@@ -2,6 +2,7 @@ package testutil
 
 import (
 	"bufio"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -25,11 +26,13 @@ var (
 
 // SccBinary builds cmd/scc once per test process (the Go build cache makes
 // it quick after the first time) and returns its path. The binary is
-// removed when the process's tests are done (see Cleanup).
+// removed when the process's tests are done (see Cleanup), or, if the
+// process died first (a -timeout runs no cleanup), by the next one.
 func SccBinary(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "scc-test-bin-")
+		removeOrphanBuilds()
+		buildDir, buildErr = os.MkdirTemp("", fmt.Sprintf("scc-test-bin-%d-", os.Getpid()))
 		if buildErr != nil {
 			return
 		}
@@ -42,6 +45,21 @@ func SccBinary(t testing.TB) string {
 		t.Fatalf("go build cmd/scc: %v", buildErr)
 	}
 	return buildBin
+}
+
+// removeOrphanBuilds removes the builds of test processes that are gone.
+func removeOrphanBuilds() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), "scc-test-bin-*-*"))
+	for _, d := range dirs {
+		var pid int
+		if _, err := fmt.Sscanf(filepath.Base(d), "scc-test-bin-%d-", &pid); err != nil || pid <= 0 {
+			continue
+		}
+		if p, err := os.FindProcess(pid); err == nil && p.Signal(syscall.Signal(0)) == nil {
+			continue // its process is alive
+		}
+		_ = os.RemoveAll(d)
+	}
 }
 
 // Cleanup removes what SccBinary built; call it from TestMain after m.Run.
@@ -125,6 +143,7 @@ func StartProc(t testing.TB, bin, name string, env []string, args ...string) *Pr
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.Env = append(os.Environ(), env...)
+	DieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -188,6 +188,7 @@ func startHolder(t *testing.T, s holdSpec) *holder {
 	if s.raw {
 		cmd.Env = append(cmd.Env, "SCC_HOLD_RAW=1")
 	}
+	testutil.DieWithTest(cmd)
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
 	cmd.Stderr = os.Stderr

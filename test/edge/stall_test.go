@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/scc-k8s/scc/internal/testutil"
 )
 
 // rss is a process's resident memory in bytes.
@@ -93,6 +95,7 @@ func TestStalledDeclaredPayloads(t *testing.T) {
 	cmd := exec.Command(bin, "worker", "--listen", addr, "--handshake-timeout", timeout.String(),
 		"--handshake-max-payload", "1048576", "--auth-key", "stall-test", "--log-level", "warn")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
+	testutil.DieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

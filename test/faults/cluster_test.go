@@ -43,6 +43,7 @@ func (p *proc) start() {
 	if p.uid > 0 {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uint32(p.uid), Gid: uint32(p.uid)}}
 	}
+	testutil.DieWithTest(cmd)
 	if err := cmd.Start(); err != nil {
 		p.t.Fatalf("%s: %v", p.name, err)
 	}

@@ -125,6 +125,7 @@ func TestDrainUnderLoad(t *testing.T) {
 		"SCC_PUB_PORTS="+strings.Join(workerPorts[1:], ","), "SCC_IN_FLIGHT_MS="+strconv.Itoa(int(inFlight/time.Millisecond)))
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	testutil.DieWithTest(cmd)
 	if err := cmd.Run(); err != nil {
 		t.Fatalf("node drain.mjs: %v\n%s", err, stderr.String())
 	}

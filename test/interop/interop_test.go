@@ -173,6 +173,7 @@ func runNode(t *testing.T, file string, env []string, timeout time.Duration) {
 	cmd.Env = append(os.Environ(), env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	testutil.DieWithTest(cmd)
 	err := cmd.Run()
 	if testing.Verbose() || err != nil {
 		t.Logf("node --test %s:\n%s", file, out.String())
