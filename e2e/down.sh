@@ -56,13 +56,22 @@ if [ -f "$DIR/mode" ]; then
   done
 fi
 ip link del cni0 2>/dev/null
-# kube-proxy's and kubelet's chains (KUBE-*) and our guard.
+# kube-proxy's and kubelet's chains (KUBE-*), our guard, and the bridge
+# plugin's masquerading of each pod (CNI-<hash> chains and the rules that
+# jump to them, commented with our network's name): pods whose sandboxes
+# were never torn down (the node stopped first) leave theirs, and every
+# rule left behind puts loopback connections through conntrack and NAT.
+ours='name: \"scc-e2e\"'
 for t in iptables ip6tables; do
   command -v "$t-save" >/dev/null || continue
   rules=$("$t-save")
-  if grep -q -e 'KUBE-' -e "$GUARD_TAG" <<<"$rules"; then
-    grep -v -e 'KUBE-' -e "$GUARD_TAG" <<<"$rules" | "$t-restore"
-  fi
+  grep -q -F -e 'KUBE-' -e "$GUARD_TAG" -e "$ours" <<<"$rules" || continue
+  drop=$(mktemp)
+  printf '%s\n' KUBE- "$GUARD_TAG" "$ours" >"$drop"
+  grep -F -e "$ours" <<<"$rules" | grep -oE -e '-(A|j) CNI-[0-9a-f]+' | awk '{print $2}' | sort -u |
+    while read -r c; do printf ':%s \n-A %s \n' "$c" "$c"; done >>"$drop"
+  grep -v -F -f "$drop" <<<"$rules" | "$t-restore"
+  rm -f "$drop"
 done
 for cg in /sys/fs/cgroup/*/kubepods /sys/fs/cgroup/kubepods; do
   [ -d "$cg" ] && find "$cg" -depth -type d -exec rmdir {} \; 2>/dev/null
