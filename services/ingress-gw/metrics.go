@@ -11,6 +11,7 @@ type metrics struct {
 	bytes           *prometheus.CounterVec
 	withoutRequest  prometheus.Counter
 	routableWorkers prometheus.Gauge
+	workerGone      prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -47,8 +48,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "scc", Subsystem: "gateway", Name: "routable_workers",
 			Help: "Workers new connections may go to (ready, not draining).",
 		}),
+		workerGone: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "gateway", Name: "worker_gone_closes_total",
+			Help: "Clients whose worker's end came unannounced (it died), told so with close code 4000 so that they reconnect at once.",
+		}),
 	}
 	reg.MustRegister(m.connections, m.upgrades, m.retries, m.refused, m.httpRequests, m.bytes,
-		m.withoutRequest, m.routableWorkers)
+		m.withoutRequest, m.routableWorkers, m.workerGone)
 	return m
 }

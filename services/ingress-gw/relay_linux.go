@@ -54,6 +54,7 @@ type relay struct {
 	buf   []byte
 	in    *counter
 	out   *counter
+	gone  func() // counts a goneFrame sent
 	mu    sync.Mutex
 	sides []*side // by fd (descriptors are small numbers: a slice beats a map)
 	n     int     // clients (tunnels and streams)
@@ -72,7 +73,7 @@ type relays struct {
 	next  atomic.Uint32
 }
 
-func newRelays(in, out func(int64)) (*relays, error) {
+func newRelays(in, out func(int64), gone func()) (*relays, error) {
 	n := runtime.GOMAXPROCS(0)
 	rs := &relays{}
 	for i := 0; i < n; i++ {
@@ -91,7 +92,7 @@ func newRelays(in, out func(int64)) (*relays, error) {
 			return nil, err
 		}
 		r := &relay{epfd: epfd, file: os.NewFile(uintptr(epfd), "relay-epoll"), buf: make([]byte, relayBuf),
-			in: &counter{}, out: &counter{}, sessions: make(map[string]*session), dialing: make(map[string]chan struct{}),
+			in: &counter{}, out: &counter{}, gone: gone, sessions: make(map[string]*session), dialing: make(map[string]chan struct{}),
 			pumped: make(map[*stream]struct{})}
 		rs.loops = append(rs.loops, r)
 		go r.run(in, out)
@@ -328,7 +329,9 @@ func (r *relay) workerGone(s *side) {
 		return
 	}
 	t.tail.closed = true
-	_, _ = writeAll(t.client.fd, goneFrame)
+	if w, _ := writeAll(t.client.fd, goneFrame); w == len(goneFrame) {
+		r.gone()
+	}
 }
 
 // flush writes s's pending bytes; when they are out, reading its peer

@@ -649,6 +649,7 @@ func (r *relay) endSession(ss *session) {
 			if !st.pc.gone && st.tail.canSayGone() {
 				st.tail.closed = true
 				st.pc.out = append(st.pc.out, goneFrame...)
+				r.gone()
 			}
 			if len(st.pc.out) == 0 || st.pc.gone {
 				r.closePumped(st, false)
@@ -662,6 +663,9 @@ func (r *relay) endSession(ss *session) {
 		}
 		if c := st.client; c != nil && r.side(c.fd) == c && st.tail.canSayGone() {
 			r.toClient(st, goneFrame) // closes the client if it cannot be written
+			if st.client != nil {
+				r.gone()
+			}
 			if c := st.client; c != nil && len(c.pending) > 0 {
 				if st.halfAt.IsZero() {
 					st.halfAt = time.Now()

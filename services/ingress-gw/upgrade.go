@@ -286,7 +286,9 @@ func (g *Gateway) pumpPair(p *proxied) {
 	case <-done: // the client's end came first; the worker's followed it
 	default:
 		if !errors.Is(err, errWrite) && p.tail.canSayGone() {
-			_, _ = p.client.Write(goneFrame) // the worker's end came first, unannounced
+			if _, err := p.client.Write(goneFrame); err == nil { // the worker's end came first, unannounced
+				g.m.workerGone.Inc()
+			}
 		}
 	}
 	closeWrite(p.client)

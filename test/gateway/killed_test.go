@@ -60,7 +60,8 @@ func killedWorkerClientsBack(t *testing.T, tunnels, secure bool) {
 	}
 	doomed, doomedAddr := worker("worker-1")
 
-	cfg := gateway.Config{Listen: "127.0.0.1:0", StateAddr: state, GRPC: grpcx.Config{Token: token}, DisableTunnels: !tunnels}
+	admin := fmt.Sprint("127.0.0.1:", testutil.FreePort(t)) // plain HTTP, TLS or not
+	cfg := gateway.Config{Listen: "127.0.0.1:0", HTTPListen: admin, StateAddr: state, GRPC: grpcx.Config{Token: token}, DisableTunnels: !tunnels}
 	var dialer *websocket.Dialer
 	scheme := "ws"
 	if secure {
@@ -158,6 +159,10 @@ func killedWorkerClientsBack(t *testing.T, tunnels, secure bool) {
 	defer mu.Unlock()
 	if codes[4000] != n {
 		t.Fatalf("close codes %v: want 4000 for all %d", codes, n)
+	}
+	const told = "scc_gateway_worker_gone_closes_total"
+	if v := testutil.MustScrape(t, "http://"+admin+"/metrics", told)[told]; v != n {
+		t.Errorf("%s %v, want %d", told, v, n)
 	}
 	t.Logf("%d clients of a killed worker: codes %v, all back within %v", n, codes, back.Round(time.Millisecond))
 }
