@@ -245,6 +245,11 @@ func TestUnconfirmedBounded(t *testing.T) {
 	}
 	_ = sub.Send(&sccv1.LinkRequest{WorkerId: "sub", Confirms: true,
 		Ops: []*sccv1.Op{op(sccv1.OpKind_OP_KIND_SUBSCRIBE, "x", "", 1)}})
+	// Subscribed before the first publish (a CI run saw the first ones
+	// reach a channel nobody was subscribed to yet, and acked).
+	if r, err := sub.Recv(); err != nil || r.Acked != 1 {
+		t.Fatalf("subscribe ack: %v %v", r, err)
+	}
 	go func() { // reads everything, confirms nothing
 		for {
 			if _, err := sub.Recv(); err != nil {
