@@ -83,3 +83,13 @@ func (f *frameTail) feed(p []byte) {
 func (f *frameTail) canSayGone() bool {
 	return !f.broken && !f.closed && f.nhdr == 0 && f.left == 0
 }
+
+// sayGone is canSayGone for a caller that then writes goneFrame: the
+// stream counts as closed from here on.
+func (f *frameTail) sayGone() bool {
+	if !f.canSayGone() {
+		return false
+	}
+	f.closed = true
+	return true
+}

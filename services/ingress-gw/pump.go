@@ -81,18 +81,27 @@ func pump(dst, src net.Conn, count func(int), tail *frameTail) error {
 			}
 			return err
 		}
-		if tail != nil {
-			tail.feed((*bp)[:n])
-		}
-		_, werr := dst.Write((*bp)[:n])
+		werr := forward(dst, (*bp)[:n], count, tail)
 		pumpBufs.Put(bp)
-		if count != nil {
-			count(n)
-		}
 		if werr != nil {
-			return fmt.Errorf("%w: %w", errWrite, werr)
+			return werr
 		}
 	}
+}
+
+// forward writes one chunk of a pump on to dst, followed by tail and
+// counted once written.
+func forward(dst net.Conn, p []byte, count func(int), tail *frameTail) error {
+	if tail != nil {
+		tail.feed(p)
+	}
+	if _, err := dst.Write(p); err != nil {
+		return fmt.Errorf("%w: %w", errWrite, err)
+	}
+	if count != nil {
+		count(len(p))
+	}
+	return nil
 }
 
 func copyBuffered(dst, src net.Conn, count func(int), tail *frameTail) error {
@@ -100,14 +109,8 @@ func copyBuffered(dst, src net.Conn, count func(int), tail *frameTail) error {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
-			if tail != nil {
-				tail.feed(buf[:n])
-			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return fmt.Errorf("%w: %w", errWrite, werr)
-			}
-			if count != nil {
-				count(n)
+			if werr := forward(dst, buf[:n], count, tail); werr != nil {
+				return werr
 			}
 		}
 		if errors.Is(err, io.EOF) {

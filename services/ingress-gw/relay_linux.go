@@ -325,10 +325,9 @@ func (r *relay) pull(s *side) {
 // fit, the client sees the end it would have seen without it.
 func (r *relay) workerGone(s *side) {
 	t := s.t
-	if s.in || t.client.eof || !t.tail.canSayGone() {
+	if s.in || t.client.eof || !t.tail.sayGone() {
 		return
 	}
-	t.tail.closed = true
 	if w, _ := writeAll(t.client.fd, goneFrame); w == len(goneFrame) {
 		r.gone()
 	}

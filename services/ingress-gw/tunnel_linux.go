@@ -646,8 +646,7 @@ func (r *relay) endSession(ss *session) {
 			continue
 		}
 		if st.pc != nil {
-			if !st.pc.gone && st.tail.canSayGone() {
-				st.tail.closed = true
+			if !st.pc.gone && st.tail.sayGone() {
 				st.pc.out = append(st.pc.out, goneFrame...)
 				r.gone()
 			}
@@ -661,7 +660,7 @@ func (r *relay) endSession(ss *session) {
 			notify(st.pc.wake) // its writer closes it once its bytes are out
 			continue
 		}
-		if c := st.client; c != nil && r.side(c.fd) == c && st.tail.canSayGone() {
+		if c := st.client; c != nil && r.side(c.fd) == c && st.tail.sayGone() {
 			r.toClient(st, goneFrame) // closes the client if it cannot be written
 			if st.client != nil {
 				r.gone()

@@ -285,7 +285,7 @@ func (g *Gateway) pumpPair(p *proxied) {
 	select {
 	case <-done: // the client's end came first; the worker's followed it
 	default:
-		if !errors.Is(err, errWrite) && p.tail.canSayGone() {
+		if !errors.Is(err, errWrite) && p.tail.sayGone() {
 			if _, err := p.client.Write(goneFrame); err == nil { // the worker's end came first, unannounced
 				g.m.workerGone.Inc()
 			}
