@@ -59,6 +59,10 @@ type fault struct {
 	// publishes held for it are sent once the ring has moved on, after
 	// later ones: the table counts them.)
 	lossless bool
+	// outage: nothing in the cluster can serve until the fault ends (no
+	// gateway is up), so its trouble counts from then, not from the
+	// detection.
+	outage bool
 }
 
 var faults = []fault{
@@ -99,8 +103,8 @@ var faults = []fault{
 		tm.restored = time.Now()
 		return tm
 	}},
-	{name: "every gateway SIGKILL, restarted", detectBy: "clients see the connection drop", lossless: true, run: func(t *testing.T, c *cluster, _ *faultProxy) times {
-		tm := times{injected: time.Now(), what: "kill -9 both gateways, start them again after 1 s: clients wait out their retry delays"}
+	{name: "every gateway SIGKILL, restarted", detectBy: "clients see the connection drop", lossless: true, outage: true, run: func(t *testing.T, c *cluster, _ *faultProxy) times {
+		tm := times{injected: time.Now()}
 		for _, g := range c.gateways {
 			g.kill()
 		}
@@ -110,6 +114,9 @@ var faults = []fault{
 			g.start()
 		}
 		tm.restored = time.Now()
+		routing := until(10*time.Second, func() bool { return c.gatewaysRoute(3) })
+		tm.what = fmt.Sprintf("kill -9 both gateways, start them again after 1 s (routing to every worker %d ms later): clients wait out their retry delays",
+			routing.Sub(tm.restored).Milliseconds())
 		return tm
 	}},
 	{name: "broker paused (SIGSTOP)", detectBy: "state drops it from the ring (lease)", run: func(t *testing.T, c *cluster, _ *faultProxy) times {
@@ -174,7 +181,8 @@ type row struct {
 	published, acked, failed   int
 	errors                     map[string]int
 	delivered, lost, dup, reor int
-	detectMs, recoverMs        int // -1: not measured
+	detectMs, recoverMs        int    // -1: not measured
+	recoverFrom                string // what recoverMs counts from, where not the detection
 	jsNotBack, goUnsubscribed  int
 	jsBackMs                   int // -1: no JS client had to reconnect
 }
@@ -226,8 +234,8 @@ func runFault(t *testing.T, f fault) row {
 		v, err := c.view()
 		return err == nil && len(v.Brokers) == 3 && v.readyWorkers() == 3 && v.Phase == "PHASE_STABLE" && c.gatewaysRoute(3)
 	}, "the cluster whole again")
-	// Every client back through the gateways (the JS client backs off for
-	// up to 5 s between its attempts), then a little more load.
+	// Every client back through the gateways (both kinds back off for up
+	// to 2 s between their attempts), then a little more load.
 	const clients = 150 + 4 + 150 + 4
 	testutil.Eventually(t, 30*time.Second, func() bool {
 		return c.gatewayConns() >= clients
@@ -247,18 +255,21 @@ func runFault(t *testing.T, f fault) row {
 	if !tm.detected.IsZero() && f.detectBy != "" {
 		r.detectMs = int(tm.detected.Sub(tm.injected) / time.Millisecond)
 	}
-	// From the detection; for a fault nothing detects (a slow link), from
-	// its end.
-	from := tm.detected
-	if from.IsZero() || f.detectBy == "" {
-		from = tm.restored
+	// From the detection; for a fault nothing detects (a slow link), or
+	// one that leaves nothing to serve until it ends, from its end.
+	from, fromWhat := tm.detected, "the detection"
+	if from.IsZero() || f.detectBy == "" || f.outage {
+		from, fromWhat = tm.restored, "its end"
+		if f.outage {
+			r.recoverFrom, fromWhat = "from the restart", "the restart"
+		}
 	}
 	if !from.IsZero() {
 		r.recoverMs = max(0, int(gr.LastTroubleAt.Sub(from)/time.Millisecond))
 	}
-	t.Logf("%s (%s): published %d, acked %d, failed %d %v; delivered %d, lost %d (Go %d %v, JS %d), duplicated %d, reordered %d; detected in %d ms (%s), trouble until %d ms after that",
+	t.Logf("%s (%s): published %d, acked %d, failed %d %v; delivered %d, lost %d (Go %d %v, JS %d), duplicated %d, reordered %d; detected in %d ms (%s), trouble until %d ms after %s",
 		f.name, tm.what, r.published, r.acked, r.failed, gr.Errors, r.delivered, r.lost, gr.Lost, gr.LostSamples, jr.Lost,
-		r.dup, r.reor, r.detectMs, f.detectBy, r.recoverMs)
+		r.dup, r.reor, r.detectMs, f.detectBy, r.recoverMs, fromWhat)
 	t.Logf("JS clients: %v", jr)
 
 	if r.dup != 0 {
@@ -314,7 +325,7 @@ func writeDoc(t *testing.T, rows []row) {
 			fe += " (Go: " + strings.Join(errs, ", ") + ")"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %d | %d | %s | %d | %d | %d | %d | %s | %s | %s |\n", r.fault, r.what, r.published, r.acked, fe,
-			r.delivered, r.lost, r.dup, r.reor, ms(r.detectMs, r.detectBy), ms(r.recoverMs, ""), ms(r.jsBackMs, ""))
+			r.delivered, r.lost, r.dup, r.reor, ms(r.detectMs, r.detectBy), ms(r.recoverMs, r.recoverFrom), ms(r.jsBackMs, ""))
 	}
 	testutil.WriteSection(t, path, "faults", "scripts/faults.sh", b.String())
 }
