@@ -320,7 +320,7 @@ func runGateway(ctx context.Context, args []string) error {
 	f := newFlags("scc gateway")
 	listen := f.String("listen", ":8000", "address to serve HTTP and WebSocket on")
 	reusePort := f.Bool("reuse-port", false, "share --listen with other gateways on this host (SO_REUSEPORT): the kernel spreads new connections over them")
-	httpListen := f.String("http-listen", "", "address for /healthz, /readyz and /metrics besides --listen (empty: off)")
+	httpListen := f.String("http-listen", "", "address for /healthz, /readyz and /metrics; when set, --listen no longer serves /metrics (empty: all on --listen)")
 	parse := memberFlags(f)
 	id := f.String("id", "", "gateway id in the cluster (default: hostname and a random suffix)")
 	adv := f.String("advertise", "", "address reported to state (default: POD_IP with the listen port)")

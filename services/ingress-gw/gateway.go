@@ -7,7 +7,7 @@
 // moves bytes, the clients going to a worker carried as streams of a few
 // tunnel sessions to it (internal/tunnel) by the relay loops. Other paths go to a worker as plain HTTP with
 // X-Forwarded-For and X-Forwarded-Proto; /healthz, /readyz and /metrics
-// are the gateway's own.
+// are the gateway's own (/metrics only on Config.HTTPListen when it is set).
 //
 // Stopping drains: the gateway reports itself unready, keeps serving for
 // Config.DrainDelay (while load balancers take it out), then tells state
@@ -54,9 +54,10 @@ type Config struct {
 	// (SO_REUSEPORT, Linux): the kernel spreads new connections over
 	// them, and one that stops or dies gets none. Default false.
 	ReusePort bool
-	// HTTPListen, when set, also serves /healthz, /readyz and /metrics on
-	// an address of their own (they stay on Listen too): one gateway's
-	// own figures where several share Listen.
+	// HTTPListen, when set, serves /healthz, /readyz and /metrics on an
+	// address of their own: one gateway's own figures where several share
+	// Listen, and off the address the internet reaches. /metrics then
+	// leaves Listen (404 there); the probes stay on both.
 	HTTPListen string
 	// TLSCertFile and TLSKeyFile, when set, serve TLS (https, wss),
 	// reloading the pair when the files change.
@@ -429,6 +430,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.ops.ServeHTTP(w, r)
 		return
 	case "/metrics":
+		if g.cfg.HTTPListen != "" {
+			http.NotFound(w, r) // on HTTPListen only, not for the clients to read
+			return
+		}
 		if g.gather != nil {
 			g.ops.ServeHTTP(w, r)
 			return

@@ -295,7 +295,7 @@ func TestUpgradeWaitsForAWorker(t *testing.T) {
 
 // TestGatewaysSharePort: two gateways with ReusePort serve one address,
 // each taking a share of its connections and showing its own figures on
-// its HTTPListen; once one has stopped, the other takes every new
+// its HTTPListen (and only there); once one has stopped, the other takes every new
 // connection. Without ReusePort a second gateway cannot have the address.
 func TestGatewaysSharePort(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{Brokers: 1, Workers: 1})
@@ -317,6 +317,20 @@ func TestGatewaysSharePort(t *testing.T) {
 	conns := func(i int) float64 {
 		const series = "scc_gateway_connections"
 		return testutil.MustScrape(t, "http://"+admin[i]+"/metrics", series)[series]
+	}
+
+	// The figures are on HTTPListen only: the shared address, the one the
+	// internet reaches, answers /metrics with 404 (it neither serves nor
+	// proxies them to a worker) and the probes as before.
+	for path, want := range map[string]int{"/metrics": http.StatusNotFound, "/readyz": http.StatusOK, "/healthz": http.StatusOK} {
+		resp, err := http.Get("http://" + shared + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s on the shared address: %d, want %d", path, resp.StatusCode, want)
+		}
 	}
 
 	url := gws[0].URL // the shared address
