@@ -337,7 +337,7 @@ func runGateway(ctx context.Context, args []string) error {
 	noWorker := f.Duration("no-worker-wait", 2*time.Second, "how long a request waits for a routable worker when there is none, before 503 (negative: at once)")
 	tunnels := f.Bool("tunnels", true, "carry plain clients' connections to each worker on a few shared tunnel sessions (false: a socket per client)")
 	drainDelay := f.Duration("drain-delay", 2*time.Second, "on SIGTERM, keep serving this long while reporting unready (load balancers take the gateway out), then drain")
-	drainTimeout := f.Duration("drain-timeout", 30*time.Second, "longest a drain takes; connections still open then are cut")
+	drainTimeout := f.Duration("drain-timeout", 30*time.Second, "longest a drain takes; the clients still connected then are told to come back at once (4000) and cut a second later at most")
 	stateAddr, gc, log, err := parse(args)
 	if err != nil {
 		return err

@@ -12,11 +12,19 @@ package gateway
 // (worker.CloseDraining; the gateway does not import the worker).
 const closeWorkerGone = 4000
 
-// goneFrame is that close frame, unmasked as a server's frames are.
-var goneFrame = func() []byte {
-	const reason = "worker gone"
-	return append([]byte{0x88, byte(2 + len(reason)), closeWorkerGone >> 8, closeWorkerGone & 0xff}, reason...)
-}()
+// goneFrame is that close frame, unmasked as a server's frames are;
+// cutFrame the same code for the clients still open when a stopping
+// gateway's drain deadline passes (they come back at once, through
+// another gateway).
+var (
+	goneFrame = closeFrame(closeWorkerGone, "worker gone")
+	cutFrame  = closeFrame(closeWorkerGone, "gateway draining")
+)
+
+// closeFrame is a server's close frame (a reason under 124 bytes).
+func closeFrame(code uint16, reason string) []byte {
+	return append([]byte{0x88, byte(2 + len(reason)), byte(code >> 8), byte(code)}, reason...)
+}
 
 // frameTail follows a server's WebSocket byte stream. Its zero value is
 // at the start of a stream (just after the 101's header).
@@ -84,8 +92,8 @@ func (f *frameTail) canSayGone() bool {
 	return !f.broken && !f.closed && f.nhdr == 0 && f.left == 0
 }
 
-// sayGone is canSayGone for a caller that then writes goneFrame: the
-// stream counts as closed from here on.
+// sayGone is canSayGone for a caller that then writes goneFrame (or
+// cutFrame): the stream counts as closed from here on.
 func (f *frameTail) sayGone() bool {
 	if !f.canSayGone() {
 		return false

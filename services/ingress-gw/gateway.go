@@ -13,7 +13,9 @@
 // Config.DrainDelay (while load balancers take it out), then tells state
 // it is draining, and the workers close the sockets it brought at their
 // drain pace with a code that makes clients reconnect at once, through
-// another gateway. What is still open at Config.DrainTimeout is cut.
+// another gateway. The clients still open at Config.DrainTimeout are told
+// the same by the gateway itself (close code 4000, where their worker's
+// stream to them is between two frames) and cut a second later at most.
 package gateway
 
 import (
@@ -115,8 +117,9 @@ type Config struct {
 	// reports itself unready, before it asks workers to close its
 	// sockets. Default 0.
 	DrainDelay time.Duration
-	// DrainTimeout bounds the drain: connections still open then are cut.
-	// Default 30s.
+	// DrainTimeout bounds the drain: the clients still connected then are
+	// told to come back at once (close code 4000) and cut a second later
+	// at most. Default 30s.
 	DrainTimeout time.Duration
 
 	// Logger defaults to slog.Default().
@@ -192,6 +195,7 @@ type Gateway struct {
 	errc     chan error
 	stopOnce sync.Once
 	draining atomic.Bool
+	cutting  atomic.Bool // the drain deadline has passed
 
 	connsMu sync.Mutex
 	conns   map[*proxied]struct{}
@@ -239,7 +243,7 @@ func Start(cfg Config) (*Gateway, error) {
 	}
 	g.m = newMetrics(reg)
 	in, out := g.m.bytes.WithLabelValues("in"), g.m.bytes.WithLabelValues("out")
-	rl, err := newRelays(func(n int64) { in.Add(float64(n)) }, func(n int64) { out.Add(float64(n)) }, g.m.workerGone.Inc)
+	rl, err := newRelays(func(n int64) { in.Add(float64(n)) }, func(n int64) { out.Add(float64(n)) }, g.m.told)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: relay: %w", err)
 	}
@@ -380,6 +384,13 @@ wait:
 		}
 	}
 	cancel()
+	if open := g.nConns.Load(); open > 0 {
+		g.log.Warn("gateway drain deadline passed; telling the clients left to come back", "connections", open)
+		g.endWorkers()
+		for end := time.Now().Add(cutGrace); g.nConns.Load() > 0 && time.Now().Before(end); {
+			<-t.C
+		}
+	}
 	left := g.closeAll()
 	_ = hs.Close()
 	g.pumps.Wait()
@@ -388,9 +399,28 @@ wait:
 	}
 	g.relays.close()
 	if left > 0 {
-		g.log.Warn("gateway drain deadline passed; connections cut", "connections", left)
+		g.m.drainCut.WithLabelValues("cut").Add(float64(left))
+		g.log.Warn("gateway drain: connections cut", "connections", left)
 	}
 	g.log.Info("gateway drained", "took", time.Since(start).Round(time.Millisecond).String())
+}
+
+// cutGrace is how long the clients told at the drain deadline have to
+// get their close frame and go before they are cut.
+const cutGrace = time.Second
+
+// endWorkers ends the workers' side of every client the gateway carries:
+// each is told with cutFrame to come back at once, where its worker's
+// stream to it is between two frames, and closed (relays.endWorkers; the
+// pumps do the same when their worker's connection ends).
+func (g *Gateway) endWorkers() {
+	g.cutting.Store(true)
+	g.relays.endWorkers()
+	g.connsMu.Lock()
+	defer g.connsMu.Unlock()
+	for p := range g.conns {
+		_ = p.worker.Close()
+	}
 }
 
 func (g *Gateway) closeAll() int {

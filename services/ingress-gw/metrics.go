@@ -12,6 +12,17 @@ type metrics struct {
 	withoutRequest  prometheus.Counter
 	routableWorkers prometheus.Gauge
 	workerGone      prometheus.Counter
+	drainCut        *prometheus.CounterVec
+}
+
+// told counts a client told with close code 4000 to come back at once:
+// its worker died, or (cut) this gateway's drain deadline passed.
+func (m *metrics) told(cut bool) {
+	if cut {
+		m.drainCut.WithLabelValues("told").Inc()
+		return
+	}
+	m.workerGone.Inc()
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -52,8 +63,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Namespace: "scc", Subsystem: "gateway", Name: "worker_gone_closes_total",
 			Help: "Clients whose worker's end came unannounced (it died), told so with close code 4000 so that they reconnect at once.",
 		}),
+		drainCut: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "scc", Subsystem: "gateway", Name: "drain_deadline_closes_total",
+			Help: "Clients still connected when this gateway's drain deadline passed: told (close code 4000, so that they reconnect at once through another gateway) or cut (no close frame could go: their worker was in the middle of a frame to them, or they did not go within a second).",
+		}, []string{"how"}),
 	}
 	reg.MustRegister(m.connections, m.upgrades, m.retries, m.refused, m.httpRequests, m.bytes,
-		m.withoutRequest, m.routableWorkers, m.workerGone)
+		m.withoutRequest, m.routableWorkers, m.workerGone, m.drainCut)
 	return m
 }

@@ -54,7 +54,7 @@ type relay struct {
 	buf   []byte
 	in    *counter
 	out   *counter
-	gone  func() // counts a goneFrame sent
+	gone  func(cut bool) // counts a close frame sent (cut: cutFrame)
 	mu    sync.Mutex
 	sides []*side // by fd (descriptors are small numbers: a slice beats a map)
 	n     int     // clients (tunnels and streams)
@@ -63,6 +63,10 @@ type relay struct {
 	dialing  map[string]chan struct{} // sessions being dialled
 	dirty    []*session               // sessions with frames to write
 	pumped   map[*stream]struct{}     // clients on streams moved by goroutines (TLS)
+
+	// cutting: the gateway's drain deadline has passed and endWorkers
+	// ended the workers' sides; the clients are told with cutFrame.
+	cutting bool
 }
 
 type counter struct{ n atomic.Int64 }
@@ -73,7 +77,7 @@ type relays struct {
 	next  atomic.Uint32
 }
 
-func newRelays(in, out func(int64), gone func()) (*relays, error) {
+func newRelays(in, out func(int64), gone func(cut bool)) (*relays, error) {
 	n := runtime.GOMAXPROCS(0)
 	rs := &relays{}
 	for i := 0; i < n; i++ {
@@ -116,6 +120,39 @@ func (rs *relays) shutdownAll() int {
 	}
 	return n
 }
+
+// endWorkers ends the workers' side of every client, leaving the
+// clients' own: each one between two frames of its worker's is told to
+// come back at once (cutFrame) once what it still had to get is out, then
+// closed, as when its worker dies. The gateway's drain does this at its
+// deadline, before it cuts what is left.
+func (rs *relays) endWorkers() {
+	for _, r := range rs.loops {
+		r.endWorkers()
+	}
+}
+
+func (r *relay) endWorkers() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cutting = true
+	for fd, s := range r.sides { // sessions carry the pumped (TLS) clients too
+		if s != nil && (s.sess != nil || (s.t != nil && !s.in)) {
+			_ = syscall.Shutdown(fd, syscall.SHUT_RDWR)
+		}
+	}
+}
+
+// bye is the close frame for a client whose worker's side ended first,
+// and told counts one written. r.mu is held.
+func (r *relay) bye() []byte {
+	if r.cutting {
+		return cutFrame
+	}
+	return goneFrame
+}
+
+func (r *relay) told() { r.gone(r.cutting) }
 
 func (r *relay) shutdownAll() int {
 	r.mu.Lock()
@@ -328,8 +365,9 @@ func (r *relay) workerGone(s *side) {
 	if s.in || t.client.eof || !t.tail.sayGone() {
 		return
 	}
-	if w, _ := writeAll(t.client.fd, goneFrame); w == len(goneFrame) {
-		r.gone()
+	bye := r.bye()
+	if w, _ := writeAll(t.client.fd, bye); w == len(bye) {
+		r.told()
 	}
 }
 

@@ -626,7 +626,7 @@ func (r *relay) dropStream(st *stream, reset bool) {
 
 // endSession closes a session and every client it carried; answers not
 // yet read fail. A client between two frames of its worker's is told to
-// come back at once (goneFrame), after what it still had to get (within
+// come back at once (goneFrame, or cutFrame), after what it still had to get (within
 // halfCloseGrace).
 func (r *relay) endSession(ss *session) {
 	if ss.dead {
@@ -647,8 +647,8 @@ func (r *relay) endSession(ss *session) {
 		}
 		if st.pc != nil {
 			if !st.pc.gone && st.tail.sayGone() {
-				st.pc.out = append(st.pc.out, goneFrame...)
-				r.gone()
+				st.pc.out = append(st.pc.out, r.bye()...)
+				r.told()
 			}
 			if len(st.pc.out) == 0 || st.pc.gone {
 				r.closePumped(st, false)
@@ -661,9 +661,9 @@ func (r *relay) endSession(ss *session) {
 			continue
 		}
 		if c := st.client; c != nil && r.side(c.fd) == c && st.tail.sayGone() {
-			r.toClient(st, goneFrame) // closes the client if it cannot be written
+			r.toClient(st, r.bye()) // closes the client if it cannot be written
 			if st.client != nil {
-				r.gone()
+				r.told()
 			}
 			if c := st.client; c != nil && len(c.pending) > 0 {
 				if st.halfAt.IsZero() {

@@ -286,8 +286,15 @@ func (g *Gateway) pumpPair(p *proxied) {
 	case <-done: // the client's end came first; the worker's followed it
 	default:
 		if !errors.Is(err, errWrite) && p.tail.sayGone() {
-			if _, err := p.client.Write(goneFrame); err == nil { // the worker's end came first, unannounced
-				g.m.workerGone.Inc()
+			// The worker's end came first, unannounced (or the drain
+			// deadline ended it: endWorkers).
+			cut := g.cutting.Load()
+			bye := goneFrame
+			if cut {
+				bye = cutFrame
+			}
+			if _, err := p.client.Write(bye); err == nil {
+				g.m.told(cut)
 			}
 		}
 	}
