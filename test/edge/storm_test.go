@@ -171,7 +171,7 @@ func flood(t *testing.T, raw bool) {
 	var holders []*holder
 	for h := 0; h < procs; h++ {
 		holders = append(holders, startHolder(t, holdSpec{urls: []string{wsURL(bases[0])}, first: h * per, n: per,
-			source: fmt.Sprint("127.0.0.", 10+h), wait: true, raw: raw}))
+			source: fmt.Sprint("127.0.0.", 10+h), wait: true, raw: raw, reset: true}))
 	}
 	cpu0 := metric(t, bases[0], "process_cpu_seconds_total")
 	for _, h := range holders {
