@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"sync"
 	"testing"
@@ -12,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/scc-k8s/scc/internal/clustertest"
-	"github.com/scc-k8s/scc/internal/testutil"
 	"github.com/scc-k8s/scc/pkg/client"
 	gateway "github.com/scc-k8s/scc/services/ingress-gw"
 	"github.com/scc-k8s/scc/services/worker"
@@ -25,10 +23,7 @@ import (
 // official client waits out its backoff). Over every way the gateway
 // carries a client: tunnel sessions or a socket per client, plain or TLS.
 func TestGatewayDrainDeadline(t *testing.T) {
-	for _, tc := range []struct {
-		name            string
-		tunnels, secure bool
-	}{{"tunnels", true, false}, {"tunnels-tls", true, true}, {"socket-per-client", false, false}, {"socket-per-client-tls", false, true}} {
+	for _, tc := range carriers {
 		t.Run(tc.name, func(t *testing.T) { drainDeadline(t, tc.tunnels, tc.secure) })
 	}
 }
@@ -39,9 +34,7 @@ func drainDeadline(t *testing.T, tunnels, secure bool) {
 	cfg := gateway.Config{DrainTimeout: 500 * time.Millisecond, DisableTunnels: !tunnels, Registerer: reg}
 	var dialer *websocket.Dialer
 	if secure {
-		files := testutil.NewTLSFiles(t)
-		cfg.TLSCertFile, cfg.TLSKeyFile = files.CertFile, files.KeyFile
-		dialer = &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: files.Pool}}
+		dialer = serveTLS(t, &cfg)
 	}
 	g := c.AddGateway(cfg)
 	c.WaitRoutable(1)

@@ -5,7 +5,6 @@ package gateway_test
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -185,9 +184,7 @@ func slowClientHoldsOnlyItself(t *testing.T, secure bool) {
 	var gcfg gateway.Config
 	var d *websocket.Dialer
 	if secure {
-		files := testutil.NewTLSFiles(t)
-		gcfg.TLSCertFile, gcfg.TLSKeyFile = files.CertFile, files.KeyFile
-		d = &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: files.Pool}}
+		d = serveTLS(t, &gcfg)
 	}
 	g := c.AddGateway(gcfg)
 	c.WaitRoutable(1)

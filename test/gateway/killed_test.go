@@ -36,12 +36,25 @@ func TestKilledWorkersClientsComeBackAtOnce(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the cluster as processes")
 	}
-	for _, tc := range []struct {
-		name            string
-		tunnels, secure bool
-	}{{"tunnels", true, false}, {"tunnels-tls", true, true}, {"socket-per-client", false, false}, {"socket-per-client-tls", false, true}} {
+	for _, tc := range carriers {
 		t.Run(tc.name, func(t *testing.T) { killedWorkerClientsBack(t, tc.tunnels, tc.secure) })
 	}
+}
+
+// carriers are the ways the gateway carries a client to its worker: on
+// tunnel sessions or a socket of its own, plain or TLS (decrypted by Go,
+// its bytes then moved by goroutines).
+var carriers = []struct {
+	name            string
+	tunnels, secure bool
+}{{"tunnels", true, false}, {"tunnels-tls", true, true}, {"socket-per-client", false, false}, {"socket-per-client-tls", false, true}}
+
+// serveTLS gives cfg a fresh certificate and returns a dialer that trusts
+// it.
+func serveTLS(t *testing.T, cfg *gateway.Config) *websocket.Dialer {
+	files := testutil.NewTLSFiles(t)
+	cfg.TLSCertFile, cfg.TLSKeyFile = files.CertFile, files.KeyFile
+	return &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: files.Pool}}
 }
 
 func killedWorkerClientsBack(t *testing.T, tunnels, secure bool) {
@@ -65,10 +78,7 @@ func killedWorkerClientsBack(t *testing.T, tunnels, secure bool) {
 	var dialer *websocket.Dialer
 	scheme := "ws"
 	if secure {
-		files := testutil.NewTLSFiles(t)
-		cfg.TLSCertFile, cfg.TLSKeyFile = files.CertFile, files.KeyFile
-		dialer = &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: files.Pool}}
-		scheme = "wss"
+		dialer, scheme = serveTLS(t, &cfg), "wss"
 	}
 	g, err := gateway.Start(cfg)
 	if err != nil {
