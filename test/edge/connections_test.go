@@ -24,19 +24,18 @@ import (
 // workerSample is what the test reads of every worker at one moment.
 type workerSample struct{ conns, rss, heap, cpu float64 }
 
-// sampleWorkers reads every worker's metrics; a worker too busy to answer
-// within Scrape's 2 s (a saturated machine) is asked again.
-func sampleWorkers(bases []string) workerSample {
+// sampleWorkers reads every worker's metrics (testutil.MustScrape: a
+// worker too busy to answer at once is asked again, and one that never
+// answers fails the test rather than counting as zero).
+func sampleWorkers(t *testing.T, bases []string) workerSample {
+	const conns, rss, heap, cpu = "scc_worker_connections", "process_resident_memory_bytes", "go_memstats_heap_inuse_bytes", "process_cpu_seconds_total"
 	var s workerSample
 	for _, b := range bases {
-		m := testutil.Scrape(b + "/metrics")
-		for try := 0; try < 5 && len(m) == 0; try++ {
-			m = testutil.Scrape(b + "/metrics")
-		}
-		s.conns += m["scc_worker_connections"]
-		s.rss += m["process_resident_memory_bytes"]
-		s.heap += m["go_memstats_heap_inuse_bytes"]
-		s.cpu += m["process_cpu_seconds_total"]
+		m := testutil.MustScrape(t, b+"/metrics", conns, rss, heap, cpu)
+		s.conns += m[conns]
+		s.rss += m[rss]
+		s.heap += m[heap]
+		s.cpu += m[cpu]
 	}
 	return s
 }
@@ -91,9 +90,9 @@ func TestManyConnections(t *testing.T) {
 		urls = append(urls, wsURL(b))
 	}
 	// The workers' own cost with no client, to subtract from the pings'.
-	before := sampleWorkers(bases)
+	before := sampleWorkers(t, bases)
 	time.Sleep(4 * time.Second)
-	idle := sampleWorkers(bases)
+	idle := sampleWorkers(t, bases)
 	idleRate := (idle.cpu - before.cpu) / 4
 
 	// Holders, each from its own loopback address, spread their clients
@@ -112,7 +111,11 @@ func TestManyConnections(t *testing.T) {
 			case <-progress:
 				return
 			case <-time.After(5 * time.Second):
-				t.Logf("connections: %.0f of %d connected after %v", sampleWorkers(bases).conns, n, time.Since(start).Round(time.Second))
+				conns := 0.0 // a progress line: a worker too busy to answer counts 0
+				for _, b := range bases {
+					conns += testutil.Scrape(b + "/metrics")["scc_worker_connections"]
+				}
+				t.Logf("connections: %.0f of %d connected after %v", conns, n, time.Since(start).Round(time.Second))
 			}
 		}
 	}()
@@ -122,7 +125,7 @@ func TestManyConnections(t *testing.T) {
 	close(progress)
 	connected := time.Since(start)
 	time.Sleep(2 * time.Second)
-	held := sampleWorkers(bases)
+	held := sampleWorkers(t, bases)
 	if int(held.conns) != n {
 		t.Fatalf("the workers hold %.0f connections, want %d", held.conns, n)
 	}
@@ -135,7 +138,7 @@ func TestManyConnections(t *testing.T) {
 	b0, t0 := machineBusy(t)
 	time.Sleep(quiet)
 	quietBusy := busySince(t, b0, t0)
-	quietEnd := sampleWorkers(bases)
+	quietEnd := sampleWorkers(t, bases)
 	pingCPU := quietEnd.cpu - held.cpu - idleRate*quiet.Seconds()
 	pings := float64(n) * quiet.Seconds() / pingInterval.Seconds()
 	t.Logf("connections: quiet %v: the workers used %.2f CPU-s (%.1f%% of a core) for %.0f pings, %.1f us each, beyond their %.1f%% with no client; the machine was %.0f%% busy",
