@@ -92,7 +92,11 @@ func bomb() []byte {
 }
 
 func TestHostileInputs(t *testing.T) {
-	s := startServer(t, worker.Config{HandshakeTimeout: 500 * time.Millisecond, PerMessageDeflate: true}, echoSetup)
+	// The handshake timeout ends the case that declares a size and never
+	// sends it; the others must finish their handshakes well within it,
+	// even on a loaded machine (at 500 ms, one could be ended by 4005
+	// before its own input was judged).
+	s := startServer(t, worker.Config{HandshakeTimeout: 2 * time.Second, PerMessageDeflate: true}, echoSetup)
 	watcher := s.connect(t)
 	watcher.Send(`{"event":"#subscribe","data":{"channel":"watch"},"cid":2}`)
 	watcher.Expect(`{"rid":2}`)
