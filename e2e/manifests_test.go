@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -55,6 +56,28 @@ func testManifests(t *testing.T) {
 		t.Logf("pub/sub: %v", r)
 		if r.Lost != 0 || r.Duplicates != 0 || r.Owed == 0 || r.Failed != 0 || r.Reconnected != 0 {
 			t.Errorf("want every acked message delivered once, none failed, no reconnects: %v", r)
+		}
+	})
+
+	// The gateways' figures are on their own port (9102, in no Service),
+	// not on the address clients reach.
+	t.Run("GatewayMetricsOffTheClientPort", func(t *testing.T) {
+		for _, p := range c.pods(t, "gateway") {
+			text, err := podProxy(t, c.ns, p, 9102, "/metrics")
+			if err != nil {
+				t.Fatalf("%s:9102/metrics: %v", p, err)
+			}
+			if _, ok := metric(text, "scc_gateway_connections"); !ok {
+				t.Errorf("%s:9102/metrics has no scc_gateway_connections", p)
+			}
+		}
+		resp, err := http.Get(fmt.Sprintf("http://%s:%d/metrics", host, port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound {
+			t.Errorf("/metrics through the gateway Service: %s, want 404", resp.Status)
 		}
 	})
 
