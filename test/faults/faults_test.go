@@ -115,6 +115,9 @@ var faults = []fault{
 		}
 		tm.restored = time.Now()
 		routing := until(10*time.Second, func() bool { return c.gatewaysRoute(3) })
+		if routing.IsZero() {
+			t.Fatal("the restarted gateways did not route to every worker within 10 s")
+		}
 		tm.what = fmt.Sprintf("kill -9 both gateways, start them again after 1 s (routing to every worker %d ms later): clients wait out their retry delays",
 			routing.Sub(tm.restored).Milliseconds())
 		return tm
