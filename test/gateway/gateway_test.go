@@ -292,8 +292,9 @@ func TestUpgradeWaitsForAWorker(t *testing.T) {
 
 // TestGatewaysSharePort: two gateways with ReusePort serve one address,
 // each taking a share of its connections and showing its own figures on
-// its HTTPListen (and only there); once one has stopped, the other takes every new
-// connection. Without ReusePort a second gateway cannot have the address.
+// its HTTPListen (and only there); once one has stopped, the other takes
+// every new connection. Without ReusePort a second gateway cannot have
+// the address.
 func TestGatewaysSharePort(t *testing.T) {
 	c := clustertest.Start(t, clustertest.Options{Brokers: 1, Workers: 1})
 	shared := fmt.Sprint("127.0.0.1:", testutil.FreePort(t))

@@ -52,6 +52,7 @@ var carriers = []struct {
 // serveTLS gives cfg a fresh certificate and returns a dialer that trusts
 // it.
 func serveTLS(t *testing.T, cfg *gateway.Config) *websocket.Dialer {
+	t.Helper()
 	files := testutil.NewTLSFiles(t)
 	cfg.TLSCertFile, cfg.TLSKeyFile = files.CertFile, files.KeyFile
 	return &websocket.Dialer{TLSClientConfig: &tls.Config{RootCAs: files.Pool}}
