@@ -21,6 +21,15 @@ var (
 	cutFrame  = closeFrame(closeWorkerGone, "gateway draining")
 )
 
+// byeFrame is what a client whose worker's side ended first is told:
+// goneFrame, or cutFrame once the gateway's drain deadline has passed.
+func byeFrame(cut bool) []byte {
+	if cut {
+		return cutFrame
+	}
+	return goneFrame
+}
+
 // closeFrame is a server's close frame (a reason under 124 bytes).
 func closeFrame(code uint16, reason string) []byte {
 	return append([]byte{0x88, byte(2 + len(reason)), byte(code >> 8), byte(code)}, reason...)

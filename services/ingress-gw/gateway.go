@@ -243,7 +243,7 @@ func Start(cfg Config) (*Gateway, error) {
 	}
 	g.m = newMetrics(reg)
 	in, out := g.m.bytes.WithLabelValues("in"), g.m.bytes.WithLabelValues("out")
-	rl, err := newRelays(func(n int64) { in.Add(float64(n)) }, func(n int64) { out.Add(float64(n)) }, g.m.told)
+	rl, err := newRelays(func(n int64) { in.Add(float64(n)) }, func(n int64) { out.Add(float64(n)) }, g.m.told, &g.cutting)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: relay: %w", err)
 	}

@@ -64,9 +64,9 @@ type relay struct {
 	dirty    []*session               // sessions with frames to write
 	pumped   map[*stream]struct{}     // clients on streams moved by goroutines (TLS)
 
-	// cutting: the gateway's drain deadline has passed and endWorkers
-	// ended the workers' sides; the clients are told with cutFrame.
-	cutting bool
+	// cutting is the gateway's: its drain deadline has passed, and the
+	// clients whose workers' sides endWorkers ended are told cutFrame.
+	cutting *atomic.Bool
 }
 
 type counter struct{ n atomic.Int64 }
@@ -77,7 +77,7 @@ type relays struct {
 	next  atomic.Uint32
 }
 
-func newRelays(in, out func(int64), gone func(cut bool)) (*relays, error) {
+func newRelays(in, out func(int64), gone func(cut bool), cutting *atomic.Bool) (*relays, error) {
 	n := runtime.GOMAXPROCS(0)
 	rs := &relays{}
 	for i := 0; i < n; i++ {
@@ -96,7 +96,7 @@ func newRelays(in, out func(int64), gone func(cut bool)) (*relays, error) {
 			return nil, err
 		}
 		r := &relay{epfd: epfd, file: os.NewFile(uintptr(epfd), "relay-epoll"), buf: make([]byte, relayBuf),
-			in: &counter{}, out: &counter{}, gone: gone, sessions: make(map[string]*session), dialing: make(map[string]chan struct{}),
+			in: &counter{}, out: &counter{}, gone: gone, cutting: cutting, sessions: make(map[string]*session), dialing: make(map[string]chan struct{}),
 			pumped: make(map[*stream]struct{})}
 		rs.loops = append(rs.loops, r)
 		go r.run(in, out)
@@ -135,7 +135,6 @@ func (rs *relays) endWorkers() {
 func (r *relay) endWorkers() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.cutting = true
 	for fd, s := range r.sides { // sessions carry the pumped (TLS) clients too
 		if s != nil && (s.sess != nil || (s.t != nil && !s.in)) {
 			_ = syscall.Shutdown(fd, syscall.SHUT_RDWR)
@@ -144,15 +143,10 @@ func (r *relay) endWorkers() {
 }
 
 // bye is the close frame for a client whose worker's side ended first,
-// and told counts one written. r.mu is held.
-func (r *relay) bye() []byte {
-	if r.cutting {
-		return cutFrame
-	}
-	return goneFrame
-}
+// and told counts one written.
+func (r *relay) bye() []byte { return byeFrame(r.cutting.Load()) }
 
-func (r *relay) told() { r.gone(r.cutting) }
+func (r *relay) told() { r.gone(r.cutting.Load()) }
 
 func (r *relay) shutdownAll() int {
 	r.mu.Lock()

@@ -626,7 +626,7 @@ func (r *relay) dropStream(st *stream, reset bool) {
 
 // endSession closes a session and every client it carried; answers not
 // yet read fail. A client between two frames of its worker's is told to
-// come back at once (goneFrame, or cutFrame), after what it still had to get (within
+// come back at once (byeFrame), after what it still had to get (within
 // halfCloseGrace).
 func (r *relay) endSession(ss *session) {
 	if ss.dead {

@@ -289,11 +289,7 @@ func (g *Gateway) pumpPair(p *proxied) {
 			// The worker's end came first, unannounced (or the drain
 			// deadline ended it: endWorkers).
 			cut := g.cutting.Load()
-			bye := goneFrame
-			if cut {
-				bye = cutFrame
-			}
-			if _, err := p.client.Write(bye); err == nil {
+			if _, err := p.client.Write(byeFrame(cut)); err == nil {
 				g.m.told(cut)
 			}
 		}
